@@ -1,0 +1,263 @@
+"""The colony protocol's messages: direct request/response messages and gossip announcements.
+
+Leases are Paxos ballots: ``Prepare`` at epoch e is phase 1 (a grant is a
+promise to refuse every lower epoch), ``Accept`` carries the outcome (phase 2),
+``Decide`` tells everyone the chosen outcome. The epoch is the fencing token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from colonyp2p.model.ads import ExecutorAd
+from colonyp2p.model.membership import MembershipSet
+from colonyp2p.model.signed import SignedSpec
+
+OutcomeKind = Literal["successful", "failed", "moved"]
+Purpose = Literal["claim", "fail", "move", "recover"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The value a process's ballot decides: its result, its failure, or its move
+    to new keepers. ``executor`` and ``run_epoch`` name the run that produced it."""
+
+    kind: OutcomeKind
+    output: tuple[Any, ...] = ()
+    errors: tuple[str, ...] = ()
+    executor: str = ""
+    run_epoch: int = 0
+    moved_to: tuple[str, ...] = ()
+    moved_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ParentRef:
+    pid: str
+    keepers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """What a keeper hands to a process's new keepers (no leases: only idle or decided
+    records move)."""
+
+    spec: SignedSpec
+    keepers: tuple[str, ...]
+    config_version: int
+    parents: tuple[ParentRef, ...]
+    promised: int
+    expired_attempts: int
+    decided: Outcome | None
+    decided_epoch: int
+    parent_outcomes: tuple[tuple[str, Outcome], ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+# --- direct messages -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    spec: SignedSpec
+    keepers: tuple[str, ...]
+    config_version: int
+    parents: tuple[ParentRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAck:
+    pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    pid: str
+    epoch: int
+    purpose: Purpose
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    pid: str
+    epoch: int
+    lease_seconds: float
+    accepted_epoch: int
+    accepted: Outcome | None
+    expired_attempts: int
+    inputs: tuple[Any, ...] | None  # parents' outputs when the keeper knows them all
+
+
+RefuseReason = Literal["stale_epoch", "leased", "not_ready", "unknown", "decided", "moved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    pid: str
+    epoch: int
+    reason: RefuseReason
+    promised: int = 0
+    decided: Outcome | None = None
+    decided_epoch: int = 0
+    moved_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    pid: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class RenewAck:
+    pid: str
+    epoch: int
+    ok: bool
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    pid: str
+    epoch: int
+    value: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    pid: str
+    epoch: int
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    pid: str
+    epoch: int
+    value: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    pid: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    pid: str
+    known: bool
+    state: str = ""
+    promised: int = 0
+    decided: Outcome | None = None
+    decided_epoch: int = 0
+    moved_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Install:
+    transfer: Transfer
+
+
+@dataclass(frozen=True, slots=True)
+class InstallAck:
+    pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetAttributes:
+    pid: str
+    epoch: int
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRequest:
+    have_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipReply:
+    membership: MembershipSet
+
+
+Message = (
+    StoreSpec
+    | StoreAck
+    | Prepare
+    | Promise
+    | Refuse
+    | Renew
+    | RenewAck
+    | Accept
+    | Accepted
+    | Decide
+    | Release
+    | Query
+    | Status
+    | Install
+    | InstallAck
+    | SetAttributes
+    | MembershipRequest
+    | MembershipReply
+)
+
+
+# --- gossip announcements ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpecAnnounce:
+    """A process that waits for an executor. ``round`` grows each time a keeper
+    announces it again, which widens the set of executors that consider it."""
+
+    spec: SignedSpec
+    keepers: tuple[str, ...]
+    round: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AdAnnounce:
+    ad: ExecutorAd
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipAnnounce:
+    membership: MembershipSet
+
+
+Announcement = SpecAnnounce | AdAnnounce | MembershipAnnounce
+
+MESSAGE_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        StoreSpec,
+        StoreAck,
+        Prepare,
+        Promise,
+        Refuse,
+        Renew,
+        RenewAck,
+        Accept,
+        Accepted,
+        Decide,
+        Release,
+        Query,
+        Status,
+        Install,
+        InstallAck,
+        SetAttributes,
+        MembershipRequest,
+        MembershipReply,
+        SpecAnnounce,
+        AdAnnounce,
+        MembershipAnnounce,
+    )
+}

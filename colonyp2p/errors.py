@@ -1,0 +1,100 @@
+"""Every error a colony refuses input with: one class per kind of rejection.
+
+Drivers count rejections by the ``code`` of the exception, so each class
+carries a short stable code next to its human message.
+"""
+
+from __future__ import annotations
+
+
+class ColonyError(Exception):
+    """Base of every error colonyp2p raises on purpose."""
+
+    code = "error"
+
+
+# --- wire: envelopes that are refused before they reach the core -------------
+
+
+class WireError(ColonyError):
+    """A message was refused by the wire layer; nothing in the core changed."""
+
+    code = "wire"
+
+
+class OversizeMessage(WireError):
+    code = "oversize"
+
+
+class MalformedMessage(WireError):
+    """Not CBOR, not canonical, wrong field set or wrong field types."""
+
+    code = "malformed"
+
+
+class UnknownMessageType(WireError):
+    code = "unknown_type"
+
+
+class BadSignature(WireError):
+    """Missing, truncated or forged Ed25519 signature."""
+
+    code = "bad_signature"
+
+
+class WrongColony(WireError):
+    code = "wrong_colony"
+
+
+class NotAMember(WireError):
+    """The sender is not in the receiver's current membership set (or was revoked)."""
+
+    code = "not_member"
+
+
+class ReplayedMessage(WireError):
+    """An old sequence number, a duplicate, or a timestamp outside the allowed window."""
+
+    code = "replay"
+
+
+# --- data model ----------------------------------------------------------------
+
+
+class ValidationError(ColonyError):
+    """A spec, workflow, membership set or ad that breaks the data model's rules."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class CyclicWorkflow(ValidationError):
+    code = "cyclic_workflow"
+
+
+class UnknownDependency(ValidationError):
+    code = "unknown_dependency"
+
+
+# --- membership and identity ---------------------------------------------------
+
+
+class MembershipError(ColonyError):
+    """A membership update that is stale, unsigned or signed by someone without the right."""
+
+    code = "membership"
+
+
+class StaleMembership(MembershipError):
+    code = "stale_membership"
+
+
+class Unauthorized(MembershipError):
+    code = "unauthorized"
+
+
+class KeystoreError(ColonyError):
+    code = "keystore"

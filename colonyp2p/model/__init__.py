@@ -1,0 +1,1 @@
+"""The colony's data model: function specs, processes, workflows, membership, executor ads."""
