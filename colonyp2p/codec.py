@@ -28,12 +28,21 @@ MAX_DEPTH = 32
 def to_data(obj: Any) -> Any:
     """Plain CBOR/JSON-able data for an object (dataclasses become maps, tuples lists)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_data(getattr(obj, f.name)) for f in _fields(type(obj))}
+        return {f.name: to_data(_as_declared(f, getattr(obj, f.name))) for f in _fields(type(obj))}
     if isinstance(obj, tuple | list):
         return [to_data(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_data(v) for k, v in obj.items()}
     return obj
+
+
+def _as_declared(f: dataclasses.Field[Any], value: Any) -> Any:
+    # An int in a float field (FunctionSpec(maxwaittime=-1)) must encode as the float it
+    # decodes to; otherwise the object's canonical bytes, hence its hash and signature,
+    # change on the way through the wire.
+    if type(value) is int and f.type in (float, "float"):
+        return float(value)
+    return value
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -89,9 +98,13 @@ def _convert(tp: Any, data: Any, where: str, depth: int) -> Any:
                 return _convert(option, data, where, depth)
             except MalformedMessage as exc:
                 errors.append(str(exc))
-        raise MalformedMessage(f"{where}: {type(data).__name__} fits none of {tp}")
+        # say why each option failed: the path of the bad field is inside one of them
+        raise MalformedMessage(
+            f"{where}: {type(data).__name__} fits none of {tp} ({'; '.join(errors)})"
+        )
     if origin is typing.Literal:
-        if data not in typing.get_args(tp):
+        # compare types too: 1 == True == 1.0, but only the declared value is allowed
+        if not any(type(data) is type(a) and data == a for a in typing.get_args(tp)):
             raise MalformedMessage(f"{where}: {data!r} is not one of {typing.get_args(tp)}")
         return data
     if origin is tuple:
@@ -99,10 +112,15 @@ def _convert(tp: Any, data: Any, where: str, depth: int) -> Any:
         if not isinstance(data, list | tuple):
             raise MalformedMessage(f"{where}: expected a list, got {type(data).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{i}]", depth + 1) for i, v in enumerate(data))
+            return tuple(
+                _convert(args[0], v, f"{where}[{i}]", depth + 1) for i, v in enumerate(data)
+            )
         if len(args) != len(data):
             raise MalformedMessage(f"{where}: expected {len(args)} items, got {len(data)}")
-        return tuple(_convert(a, v, f"{where}[{i}]", depth + 1) for i, (a, v) in enumerate(zip(args, data, strict=True)))
+        return tuple(
+            _convert(a, v, f"{where}[{i}]", depth + 1)
+            for i, (a, v) in enumerate(zip(args, data, strict=True))
+        )
     if origin is dict:
         key_tp, value_tp = typing.get_args(tp)
         if not isinstance(data, dict):
@@ -128,9 +146,13 @@ def _convert(tp: Any, data: Any, where: str, depth: int) -> Any:
     if tp is float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             raise MalformedMessage(f"{where}: expected a number, got {type(data).__name__}")
-        if not math.isfinite(data):
+        try:
+            number = float(data)
+        except OverflowError:  # a bignum: float() and isfinite() both raise on it
+            raise MalformedMessage(f"{where}: number out of range") from None
+        if not math.isfinite(number):
             raise MalformedMessage(f"{where}: numbers must be finite")
-        return float(data)
+        return number
     if tp is str:
         if not isinstance(data, str):
             raise MalformedMessage(f"{where}: expected a string, got {type(data).__name__}")

@@ -147,7 +147,10 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """Ask a keeper about a process; ``watch`` asks it to send a Status once it is decided."""
+
     pid: str
+    watch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,14 @@ class Status:
     decided: Outcome | None = None
     decided_epoch: int = 0
     moved_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParentOutcomes:
+    """A child's keeper shares the decided outcomes of the child's parents with its peers."""
+
+    pid: str
+    outcomes: tuple[tuple[str, Outcome], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +213,7 @@ Message = (
     | Release
     | Query
     | Status
+    | ParentOutcomes
     | Install
     | InstallAck
     | SetAttributes
@@ -251,6 +263,7 @@ MESSAGE_TYPES: dict[str, type] = {
         Release,
         Query,
         Status,
+        ParentOutcomes,
         Install,
         InstallAck,
         SetAttributes,

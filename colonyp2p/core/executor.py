@@ -1,0 +1,145 @@
+"""The executor role: which announced processes this node should claim, and when.
+
+Executors rank themselves per process by rendezvous hashing: the best-ranked of
+the matching executors claims at once, the next ones a slot later each, so
+contention is rare and no coordinator is needed. Among processes it may claim,
+an executor takes the highest priority first, then the oldest.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from colonyp2p.core.matching import matches
+from colonyp2p.core.ranking import rendezvous_score
+from colonyp2p.identity import dht_key
+from colonyp2p.model.ads import ExecutorAd
+from colonyp2p.model.signed import SignedSpec
+
+if TYPE_CHECKING:
+    from colonyp2p.core.node import ColonyNode
+
+AGE_BUCKET = 5.0  # seconds: within a bucket, rendezvous order replaces strict FIFO
+MAX_CLAIM_RETRIES = 3
+
+
+@dataclass(slots=True)
+class Candidate:
+    spec: SignedSpec
+    keepers: tuple[str, ...]
+    ready_at: float
+    key: tuple[int, int, float]
+    epoch_hint: int = 1
+    retries: int = 0
+
+
+class ExecutorRole:
+    def __init__(self, node: ColonyNode, ad: ExecutorAd | None) -> None:
+        self.node = node
+        self.ad = ad
+        self.capacity = ad.capacity if ad else 0
+        self.my_key = dht_key(node.member_id)
+        self.candidates: dict[str, Candidate] = {}
+        self._pending: list[tuple[float, str]] = []  # (ready_at, pid)
+        self._ready: list[tuple[tuple[int, int, float], str]] = []
+        self.active: dict[str, int] = {}  # pid -> epoch of claims in flight or running
+        self._wake_at = math.inf
+        self._match_counts: dict[object, int] = {}
+        self._retries: dict[str, int] = {}
+
+    def ads_changed(self) -> None:
+        self._match_counts.clear()
+
+    def _matching_executors(self, spec: SignedSpec) -> int:
+        s = spec.spec
+        key = (s.funcname, s.conditions)
+        count = self._match_counts.get(key)
+        if count is None:
+            count = sum(1 for ad in self.node.ads.values() if matches(s, ad))
+            self._match_counts[key] = count
+        return max(count, 1)
+
+    def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:
+        ad = self.ad
+        if ad is None:
+            return
+        pid = spec.pid
+        if pid in self.candidates or pid in self.active or not matches(spec.spec, ad):
+            return
+        p = self.node.params
+        score = rendezvous_score(self.my_key, pid)
+        rank = score * self._matching_executors(spec) / p.claim_fanout
+        slot = int(rank)
+        if slot >= p.candidate_slots * (2 ** min(round_, 10)):
+            return  # better-ranked executors will take it; a re-announcement widens the circle
+        ready_at = now + slot * p.claim_slot
+        key = (-spec.spec.priority, int(now // AGE_BUCKET), score)
+        self.candidates[pid] = Candidate(spec, keepers, ready_at, key)
+        heapq.heappush(self._pending, (ready_at, pid))
+        self.try_claim(now)
+
+    def try_claim(self, now: float) -> None:
+        pending, ready, candidates = self._pending, self._ready, self.candidates
+        while pending and pending[0][0] <= now:
+            _, pid = heapq.heappop(pending)
+            c = candidates.get(pid)
+            if c is not None:
+                heapq.heappush(ready, (c.key, pid))
+        while ready and len(self.active) < self.capacity:
+            _, pid = heapq.heappop(ready)
+            c = candidates.pop(pid, None)
+            if c is None or pid in self.active:
+                continue
+            self._claim(c, now)
+        if pending and len(self.active) < self.capacity:
+            at = pending[0][0]
+            if at < self._wake_at:
+                self._wake_at = at
+                self.node.set_timer(at, ("claim",))
+
+    def on_wake(self, now: float) -> None:
+        self._wake_at = math.inf
+        self.try_claim(now)
+
+    def _claim(self, c: Candidate, now: float) -> None:
+        pid = c.spec.pid
+        # Mark it active first: the ballot may end inside begin() (our own keeper answers at once).
+        self.active[pid] = c.epoch_hint
+        self._retries[pid] = c.retries
+        if not self.node.proposer.begin(c.spec, c.keepers, c.epoch_hint, "claim"):
+            del self.active[pid]
+
+    def ballot_finished(self, pid: str, epoch: int) -> None:
+        if self.active.get(pid) == epoch:
+            del self.active[pid]
+            if len(self._retries) > 4096:  # only recent retries matter
+                self._retries.clear()
+            self.try_claim(self.node.now)
+
+    def claim_refused(self, pid: str, now: float) -> None:
+        """Someone else holds it, it is not ready, or it is done: forget it until announced again."""
+        self.forget(pid)
+
+    def retry_claim(
+        self, spec: SignedSpec, keepers: tuple[str, ...], epoch: int, now: float
+    ) -> None:
+        pid = spec.pid
+        retries = self._retries.get(pid, 0) + 1
+        if retries > MAX_CLAIM_RETRIES or self.ad is None:
+            return
+        c = Candidate(spec, keepers, now, (-spec.spec.priority, int(now // AGE_BUCKET), 0.0))
+        c.epoch_hint, c.retries = epoch, retries
+        self.candidates[pid] = c
+        heapq.heappush(self._pending, (now, pid))
+        self.try_claim(now)
+
+    def on_moved(self, spec: SignedSpec, keepers: tuple[str, ...], now: float) -> None:
+        if keepers and self.ad is not None:
+            self.retry_claim(spec, keepers, 1, now)
+
+    def forget(self, pid: str) -> None:
+        self.candidates.pop(pid, None)
+        self._retries.pop(pid, None)

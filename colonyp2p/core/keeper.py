@@ -1,0 +1,527 @@
+"""The keeper role: holds the authoritative records of the processes closest to it.
+
+A keeper answers ballots (Prepare = lease request, Accept = outcome, Decide),
+and runs maintenance on its records: expired leases, re-announcements,
+maxwaittime and maxretries, workflow parents, anti-entropy and hand-off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from typing import TYPE_CHECKING
+
+from colonyp2p.core.messages import (
+    Accept,
+    Accepted,
+    Decide,
+    Install,
+    InstallAck,
+    Outcome,
+    ParentOutcomes,
+    Prepare,
+    Promise,
+    Query,
+    Refuse,
+    Release,
+    Renew,
+    RenewAck,
+    SetAttributes,
+    SpecAnnounce,
+    Status,
+    StoreAck,
+    StoreSpec,
+)
+from colonyp2p.core.ranking import majority
+from colonyp2p.core.records import KeeperRecord
+
+if TYPE_CHECKING:
+    from colonyp2p.core.node import ColonyNode
+
+RECORDS = "records"
+
+
+def value_id(value: Outcome) -> str:
+    """The identity of an outcome: the run that produced it (re-proposals keep it)."""
+    return f"{value.kind}:{value.executor}:{value.run_epoch}"
+
+
+class KeeperRole:
+    def __init__(self, node: ColonyNode, records: dict[str, KeeperRecord]) -> None:
+        self.node = node
+        self.records = records
+        self._due: list[tuple[float, str]] = []
+        self._next_due: dict[str, float] = {}
+        # volatile bookkeeping, rebuilt lazily after a restart
+        self._announced_at: dict[str, float] = {}
+        self._announce_round: dict[str, int] = {}
+        self._quiet_since: dict[str, float] = {}
+        self._watchers: dict[str, list[str]] = {}
+        self._waiting_on_parent: dict[str, list[str]] = {}
+        self._parent_poll: dict[str, int] = {}
+        self._install_acks: dict[str, set[str]] = {}
+        self._known_since: dict[str, float] = {}
+        self._first_seen: dict[tuple[str, str], float] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def restore(self, now: float) -> None:
+        lease = self.node.params.lease_seconds
+        for pid, rec in list(self.records.items()):
+            if not rec.released and rec.decided is None:
+                # Renewals are not persisted: assume the holder may live one more lease.
+                rec = dataclasses.replace(rec, lease_until=max(rec.lease_until, now + lease))
+                self.records[pid] = rec
+            self._index_parents(rec)
+            self._quiet_since[pid] = now
+            self.schedule(pid, now)
+
+    def _index_parents(self, rec: KeeperRecord) -> None:
+        if rec.parents and rec.decided is None and not rec.parents_known():
+            for ref in rec.parents:
+                if rec.parent_outcome(ref.pid) is None:
+                    self._waiting_on_parent.setdefault(ref.pid, []).append(rec.pid)
+
+    def schedule(self, pid: str, at: float) -> None:
+        current = self._next_due.get(pid)
+        if current is None or at < current:
+            self._next_due[pid] = at
+            heapq.heappush(self._due, (at, pid))
+
+    def _save(self, rec: KeeperRecord, now: float) -> None:
+        self.records[rec.pid] = rec
+        self._quiet_since[rec.pid] = now
+        self.node.persist(RECORDS, rec.pid, rec)
+
+    def _rank(self, rec: KeeperRecord) -> int:
+        try:
+            return rec.keepers.index(self.node.member_id)
+        except ValueError:
+            return len(rec.keepers)
+
+    # --- messages ----------------------------------------------------------------------
+
+    def on_store(self, sender: str, msg: StoreSpec, now: float) -> None:
+        node = self.node
+        pid = msg.spec.pid
+        if node.member_id not in msg.keepers:
+            node.reject("not_keeper", f"{sender} asked {node.member_id} to keep {pid[:12]}")
+            return
+        rec = self.records.get(pid)
+        if rec is None:
+            rec = KeeperRecord(
+                spec=msg.spec,
+                pid=pid,
+                keepers=msg.keepers,
+                config_version=msg.config_version,
+                parents=msg.parents,
+                stored_at=now,
+            )
+            self._save(rec, now)
+            node.observe("stored", pid)
+            self._announced_at[pid] = now
+            self._index_parents(rec)
+            self.schedule(pid, now + (0.0 if rec.parents else node.params.reannounce_after))
+        node.send(sender, StoreAck(pid))
+
+    def on_prepare(self, sender: str, msg: Prepare, now: float) -> None:
+        node = self.node
+        rec = self.records.get(msg.pid)
+        if rec is None:
+            node.send(sender, Refuse(msg.pid, msg.epoch, "unknown"))
+            return
+        if rec.decided is not None:
+            if rec.decided.kind == "moved":
+                node.send(sender, Refuse(msg.pid, msg.epoch, "moved", moved_to=rec.decided.moved_to))
+            else:
+                node.send(
+                    sender,
+                    Refuse(msg.pid, msg.epoch, "decided", rec.promised, rec.decided, rec.decided_epoch),
+                )
+            return
+        if msg.epoch == rec.promised and sender == rec.holder and not rec.released:
+            node.send(sender, self._promise(rec, now))  # a resent Prepare: same answer
+            return
+        if msg.epoch <= rec.promised:
+            node.send(sender, Refuse(msg.pid, msg.epoch, "stale_epoch", rec.promised))
+            return
+        if rec.leased(now) and rec.holder != sender:
+            node.send(sender, Refuse(msg.pid, msg.epoch, "leased", rec.promised))
+            return
+        if msg.purpose == "claim" and not rec.ready():
+            node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
+            return
+        attempts = rec.expired_attempts
+        if not rec.released and rec.purpose == "claim" and rec.holder and rec.accepted is None:
+            attempts += 1  # the previous lease ran out: one more try used
+        rec = dataclasses.replace(
+            rec,
+            promised=msg.epoch,
+            holder=sender,
+            purpose=msg.purpose,
+            lease_until=now + node.params.lease_seconds,
+            lease_started=now,
+            released=False,
+            expired_attempts=attempts,
+            started_at=rec.started_at or (now if msg.purpose == "claim" else 0.0),
+        )
+        self._save(rec, now)
+        node.observe("promised", rec.pid, {"epoch": msg.epoch, "holder": sender})
+        node.send(sender, self._promise(rec, now))
+        self.schedule(rec.pid, rec.lease_until)
+
+    def _promise(self, rec: KeeperRecord, now: float) -> Promise:
+        return Promise(
+            pid=rec.pid,
+            epoch=rec.promised,
+            lease_seconds=max(0.0, rec.lease_until - now),
+            accepted_epoch=rec.accepted_epoch,
+            accepted=rec.accepted,
+            expired_attempts=rec.expired_attempts,
+            inputs=rec.inputs() if rec.parents_known() else None,
+        )
+
+    def on_renew(self, sender: str, msg: Renew, now: float) -> None:
+        node = self.node
+        rec = self.records.get(msg.pid)
+        if (
+            rec is None
+            or rec.decided is not None
+            or rec.promised != msg.epoch
+            or rec.holder != sender
+            or rec.released
+        ):
+            node.send(sender, RenewAck(msg.pid, msg.epoch, False, 0.0))
+            return
+        until = now + node.params.lease_seconds
+        maxexec = rec.spec.spec.maxexectime
+        if maxexec > 0:
+            until = min(until, rec.lease_started + maxexec)
+        if until <= now:
+            # maxexectime is over: the lease ends now and the run counts as an attempt
+            self.records[rec.pid] = dataclasses.replace(rec, lease_until=now)
+            node.send(sender, RenewAck(msg.pid, msg.epoch, False, 0.0))
+            self.schedule(rec.pid, now)
+            return
+        # Renewals are volatile on purpose (see restore): no Persist on this hot path.
+        self.records[rec.pid] = dataclasses.replace(rec, lease_until=until)
+        node.send(sender, RenewAck(msg.pid, msg.epoch, True, until - now))
+
+    def on_accept(self, sender: str, msg: Accept, now: float) -> None:
+        node = self.node
+        rec = self.records.get(msg.pid)
+        if rec is None:
+            node.send(sender, Accepted(msg.pid, msg.epoch, False, "unknown"))
+            return
+        if rec.decided is not None:
+            same = rec.decided == msg.value
+            node.send(sender, Accepted(msg.pid, msg.epoch, same, "" if same else "decided"))
+            return
+        if msg.epoch != rec.promised or rec.holder != sender:
+            node.send(sender, Accepted(msg.pid, msg.epoch, False, "stale_epoch"))
+            return
+        if rec.accepted_epoch == msg.epoch and rec.accepted == msg.value:
+            node.send(sender, Accepted(msg.pid, msg.epoch, True))
+            return
+        rec = dataclasses.replace(rec, accepted_epoch=msg.epoch, accepted=msg.value)
+        self._save(rec, now)
+        node.observe(
+            "accepted",
+            rec.pid,
+            {
+                "epoch": msg.epoch,
+                "value": value_id(msg.value),
+                "kind": msg.value.kind,
+                "keepers": rec.keepers,
+            },
+        )
+        node.send(sender, Accepted(msg.pid, msg.epoch, True))
+
+    def on_decide(self, sender: str, msg: Decide, now: float) -> None:
+        rec = self.records.get(msg.pid)
+        if rec is None or rec.decided is not None:
+            return
+        trusted = (
+            sender == self.node.member_id
+            or sender in rec.keepers
+            or (rec.holder == sender and rec.promised == msg.epoch)
+            or (rec.accepted_epoch == msg.epoch and rec.accepted == msg.value)
+        )
+        if not trusted:
+            # We cannot check the claim ourselves: ask the other keepers, who can.
+            query = Query(rec.pid)
+            for peer in rec.keepers:
+                if peer != self.node.member_id:
+                    self.node.send(peer, query)
+            return
+        self.decide(rec, msg.epoch, msg.value, now)
+
+    def decide(self, rec: KeeperRecord, epoch: int, value: Outcome, now: float) -> None:
+        rec = dataclasses.replace(
+            rec, decided=value, decided_epoch=epoch, released=True, lease_until=0.0, ended_at=now
+        )
+        self._save(rec, now)
+        for action in ("recover", "move", "fail"):
+            self._first_seen.pop((rec.pid, action), None)
+        node = self.node
+        node.observe("decided", rec.pid, {"epoch": epoch, "kind": value.kind, "value": value_id(value)})
+        status = self._status(rec, now)
+        for watcher in self._watchers.pop(rec.pid, []):
+            node.send(watcher, status)
+        if value.kind == "moved":
+            self.schedule(rec.pid, now)
+
+    def on_release(self, sender: str, msg: Release, now: float) -> None:
+        rec = self.records.get(msg.pid)
+        if rec is None or rec.promised != msg.epoch or rec.holder != sender or rec.released:
+            return
+        rec = dataclasses.replace(rec, released=True, lease_until=0.0)
+        self._save(rec, now)
+        self.schedule(rec.pid, now)
+
+    def on_query(self, sender: str, msg: Query, now: float) -> None:
+        rec = self.records.get(msg.pid)
+        if rec is None:
+            self.node.send(sender, Status(msg.pid, False))
+            return
+        if msg.watch and rec.decided is None:
+            watchers = self._watchers.setdefault(msg.pid, [])
+            if sender not in watchers:
+                watchers.append(sender)
+        self.node.send(sender, self._status(rec, now))
+
+    def _status(self, rec: KeeperRecord, now: float) -> Status:
+        decided = rec.decided
+        return Status(
+            pid=rec.pid,
+            known=True,
+            state=rec.state(now),
+            promised=rec.promised,
+            decided=decided,
+            decided_epoch=rec.decided_epoch,
+            moved_to=decided.moved_to if decided and decided.kind == "moved" else (),
+        )
+
+    def on_status(self, sender: str, msg: Status, now: float) -> None:
+        """Statuses answer anti-entropy queries (about our records) and parent polls."""
+        if not msg.known or msg.decided is None:
+            return
+        rec = self.records.get(msg.pid)
+        if rec is not None and rec.decided is None and sender in rec.keepers:
+            self.decide(rec, msg.decided_epoch, msg.decided, now)
+        if msg.decided.kind != "moved":
+            self.learn_parent(msg.pid, msg.decided, now, share=True)
+
+    def learn_parent(self, parent: str, outcome: Outcome, now: float, share: bool) -> None:
+        for child in self._waiting_on_parent.pop(parent, []):
+            rec = self.records.get(child)
+            if rec is None or rec.decided is not None or rec.parent_outcome(parent) is not None:
+                continue
+            rec = dataclasses.replace(rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome)))
+            self._save(rec, now)
+            if rec.parents_known():
+                self._known_since[child] = now
+                if share:
+                    msg = ParentOutcomes(child, rec.parent_outcomes)
+                    for peer in rec.keepers:
+                        if peer != self.node.member_id:
+                            self.node.send(peer, msg)
+                self.schedule(child, now)
+
+    def on_parent_outcomes(self, sender: str, msg: ParentOutcomes, now: float) -> None:
+        rec = self.records.get(msg.pid)
+        if rec is None or sender not in rec.keepers:
+            return
+        for parent, outcome in msg.outcomes:
+            if rec.parent_outcome(parent) is None:
+                waiting = self._waiting_on_parent.setdefault(parent, [])
+                if msg.pid not in waiting:
+                    waiting.append(msg.pid)
+                self.learn_parent(parent, outcome, now, share=False)
+
+    def on_install(self, sender: str, msg: Install, now: float) -> None:
+        t = msg.transfer
+        pid = t.spec.pid
+        if self.node.member_id not in t.keepers:
+            return
+        rec = self.records.get(pid)
+        if rec is None or (rec.decided is None and rec.config_version < t.config_version):
+            rec = KeeperRecord.from_transfer(t, now)
+            self._save(rec, now)
+            self.node.observe("installed", pid, {"keepers": t.keepers})
+            self._index_parents(rec)
+            self._announced_at[pid] = now - self.node.params.reannounce_after
+            self.schedule(pid, now)
+        self.node.send(sender, InstallAck(pid))
+
+    def on_install_ack(self, sender: str, msg: InstallAck, now: float) -> None:
+        self._install_acks.setdefault(msg.pid, set()).add(sender)
+
+    def on_set_attributes(self, sender: str, msg: SetAttributes, now: float) -> None:
+        rec = self.records.get(msg.pid)
+        if rec is None or rec.promised != msg.epoch or rec.holder != sender or rec.decided:
+            self.node.reject("stale_attributes", f"{sender} does not hold {msg.pid[:12]}")
+            return
+        self._save(dataclasses.replace(rec, attributes={**rec.attributes, **msg.attributes}), now)
+
+    # --- maintenance ---------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        due = self._due
+        while due and due[0][0] <= now:
+            at, pid = heapq.heappop(due)
+            if self._next_due.get(pid) != at:
+                continue
+            del self._next_due[pid]
+            rec = self.records.get(pid)
+            if rec is not None:
+                self._check(rec, now)
+
+    def on_membership_change(self, added: set[str], removed: set[str], now: float) -> None:
+        ring = self.node.ring
+        for pid, rec in self.records.items():
+            if rec.config_version >= ring.version:
+                continue
+            if removed.intersection(rec.keepers) or self._closer_joined(rec, added):
+                self.schedule(pid, now + self._rank(rec) * self.node.params.stagger)
+
+    def _closer_joined(self, rec: KeeperRecord, added: set[str]) -> bool:
+        if not added:
+            return False
+        from colonyp2p.core.ranking import distance
+
+        farthest = max(distance(rec.pid, k) for k in rec.keepers)
+        return any(distance(rec.pid, m) < farthest for m in sorted(added))
+
+    def _check(self, rec: KeeperRecord, now: float) -> None:
+        node = self.node
+        p = node.params
+        pid = rec.pid
+        stagger = self._rank(rec) * p.stagger
+        if rec.decided is not None:
+            self._check_decided(rec, now, stagger)
+            return
+        if rec.leased(now):
+            self.schedule(pid, rec.lease_until)
+            return
+        if node.proposer.busy(pid):
+            self.schedule(pid, now + p.request_timeout * 2)
+            return
+        idle_since = rec.lease_until if not rec.released else self._quiet_since.get(pid, now)
+        if rec.accepted is not None:
+            # An outcome was accepted but its proposer vanished before deciding it: finish it.
+            if self._turn(pid, "recover", now, stagger):
+                node.proposer.begin(rec.spec, rec.keepers, rec.promised + 1, "recover")
+            self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
+            return
+        new_keepers = self._moved_keepers(rec)
+        if new_keepers is not None:
+            if self._turn(pid, "move", now, stagger):
+                node.proposer.begin(
+                    rec.spec, rec.keepers, rec.promised + 1, "move", move_to=new_keepers
+                )
+            self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
+            return
+        spec = rec.spec.spec
+        if rec.parents and not rec.parents_known():
+            self._poll_parents(rec, now, stagger)
+            return
+        failure = self._failure_reason(rec, now)
+        if failure:
+            if self._turn(pid, "fail", now, stagger):
+                node.proposer.begin(rec.spec, rec.keepers, rec.promised + 1, "fail", reason=failure)
+            self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
+            return
+        next_at = now + p.query_after
+        since = self._announced_at.get(pid)
+        rounds = self._announce_round.get(pid, 0)
+        every = min(p.reannounce_after * (2 ** min(rounds, 4)), 120.0)
+        became_idle = max(idle_since, self._known_since.get(pid, 0.0))
+        if since is None or since < became_idle or now - since >= every:
+            if now >= became_idle + stagger:
+                self._announced_at[pid] = now
+                self._announce_round[pid] = rounds + 1
+                node.publish(SpecAnnounce(rec.spec, rec.keepers, rounds + 1))
+                next_at = now + every
+            else:
+                next_at = became_idle + stagger
+        else:
+            next_at = min(next_at, since + every)
+        if now - self._quiet_since.get(pid, now) >= p.query_after:
+            self._quiet_since[pid] = now
+            query = Query(pid)
+            for peer in rec.keepers:
+                if peer != node.member_id:
+                    node.send(peer, query)
+        if spec.maxwaittime > 0 and not rec.started_at:
+            next_at = min(next_at, rec.stored_at + spec.maxwaittime + stagger)
+        self.schedule(pid, max(next_at, now + p.tick))
+
+    def _turn(self, pid: str, action: str, now: float, stagger: float) -> bool:
+        """Keepers take turns by rank: the r-th acts r*stagger after it first saw the need,
+        so the first live keeper acts and the others only step in when it did not."""
+        first = self._first_seen.setdefault((pid, action), now)
+        if now >= first + stagger:
+            self._first_seen[(pid, action)] = now + self.node.params.lease_seconds
+            return True
+        return False
+
+    def _failure_reason(self, rec: KeeperRecord, now: float) -> str:
+        spec = rec.spec.spec
+        for parent, outcome in rec.parent_outcomes:
+            if outcome.kind != "successful":
+                return f"parent {parent} {outcome.kind}"
+        attempts = rec.expired_attempts + (0 if rec.released or rec.purpose != "claim" else 1)
+        if attempts > spec.maxretries and attempts > 0:
+            return f"maxretries exceeded: {attempts} leases expired (maxretries {spec.maxretries})"
+        if spec.maxwaittime > 0 and not rec.started_at and now - rec.stored_at > spec.maxwaittime:
+            return f"maxwaittime exceeded: not started within {spec.maxwaittime:g} s"
+        return ""
+
+    def _moved_keepers(self, rec: KeeperRecord) -> tuple[str, ...] | None:
+        ring = self.node.ring
+        if ring.version <= rec.config_version:
+            return None
+        wanted = ring.keepers_for(rec.pid, self.node.keeper_count())
+        return None if wanted == rec.keepers else wanted
+
+    def _poll_parents(self, rec: KeeperRecord, now: float, stagger: float) -> None:
+        p = self.node.params
+        if now >= rec.stored_at + stagger:
+            n = self._parent_poll.get(rec.pid, 0)
+            self._parent_poll[rec.pid] = n + 1
+            for ref in rec.parents:
+                if rec.parent_outcome(ref.pid) is None and ref.keepers:
+                    self.node.send(ref.keepers[n % len(ref.keepers)], Query(ref.pid, watch=True))
+                    waiting = self._waiting_on_parent.setdefault(ref.pid, [])
+                    if rec.pid not in waiting:
+                        waiting.append(rec.pid)
+            delay = min(p.query_after, 2.0 * (1 + n // 5))
+        else:
+            delay = rec.stored_at + stagger - now
+        self.schedule(rec.pid, now + max(delay, p.tick))
+
+    def _check_decided(self, rec: KeeperRecord, now: float, stagger: float) -> None:
+        node = self.node
+        decided = rec.decided
+        assert decided is not None
+        if decided.kind == "moved":
+            targets = decided.moved_to
+            version = decided.moved_version
+            promised = rec.decided_epoch
+        else:
+            wanted = self._moved_keepers(rec)
+            if wanted is None:
+                return
+            targets, version, promised = wanted, node.ring.version, rec.decided_epoch
+        acks = self._install_acks.get(rec.pid, set())
+        if len(acks.intersection(targets)) >= majority(len(targets)):
+            return
+        if now < rec.ended_at + stagger:
+            self.schedule(rec.pid, rec.ended_at + stagger)
+            return
+        install = Install(rec.transfer(targets, version, promised))
+        for member in targets:
+            if member not in acks:
+                node.send(member, install)
+        self.schedule(rec.pid, now + node.params.query_after / 3)

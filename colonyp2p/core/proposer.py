@@ -1,0 +1,296 @@
+"""Ballots: how a node takes a lease (Paxos phase 1), runs under it, and gets an outcome
+decided (phase 2). Executors use ballots to claim processes; keepers use them to fail,
+recover or move a process. A node runs at most one ballot per process at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from colonyp2p.core.effects import CancelExecution, StartExecution
+from colonyp2p.core.keeper import value_id
+from colonyp2p.core.messages import (
+    Accept,
+    Accepted,
+    Decide,
+    Outcome,
+    Prepare,
+    Promise,
+    Purpose,
+    Refuse,
+    Release,
+    Renew,
+    RenewAck,
+)
+from colonyp2p.core.ranking import majority
+from colonyp2p.model.signed import SignedSpec
+
+if TYPE_CHECKING:
+    from colonyp2p.core.node import ColonyNode
+
+MAX_RESENDS = 4
+
+
+@dataclass(slots=True)
+class Ballot:
+    spec: SignedSpec
+    pid: str
+    epoch: int
+    purpose: Purpose
+    keepers: tuple[str, ...]
+    phase: str = "prepare"  # prepare -> run (claims) -> accept -> done
+    promises: dict[str, Promise] = field(default_factory=dict)
+    refusals: dict[str, Refuse] = field(default_factory=dict)
+    accepts: set[str] = field(default_factory=set)
+    nacks: set[str] = field(default_factory=set)
+    value: Outcome | None = None
+    sent_at: float = 0.0
+    resends: int = 0
+    renew_round: float = 0.0
+    renew_oks: set[str] = field(default_factory=set)
+    renew_nacks: set[str] = field(default_factory=set)
+    move_to: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def needed(self) -> int:
+        return majority(len(self.keepers))
+
+    def hopeless(self, failures: int) -> bool:
+        return failures > len(self.keepers) - self.needed
+
+
+class Proposer:
+    def __init__(self, node: ColonyNode) -> None:
+        self.node = node
+        self.ballots: dict[str, Ballot] = {}
+
+    def busy(self, pid: str) -> bool:
+        return pid in self.ballots
+
+    def begin(
+        self,
+        spec: SignedSpec,
+        keepers: tuple[str, ...],
+        epoch: int,
+        purpose: Purpose,
+        *,
+        move_to: tuple[str, ...] = (),
+        reason: str = "",
+    ) -> bool:
+        pid = spec.pid
+        if pid in self.ballots:
+            return False
+        b = Ballot(spec, pid, epoch, purpose, keepers, move_to=move_to, reason=reason)
+        self.ballots[pid] = b
+        self._send_prepare(b, self.node.now)
+        return True
+
+    def _send_prepare(self, b: Ballot, now: float) -> None:
+        b.sent_at = now
+        msg = Prepare(b.pid, b.epoch, b.purpose)
+        for keeper in b.keepers:
+            if keeper not in b.promises and keeper not in b.refusals:
+                self.node.send(keeper, msg)
+        self.node.set_timer(now + self.node.params.request_timeout, ("ballot", b.pid, b.epoch))
+
+    def _current(self, pid: str, epoch: int, sender: str) -> Ballot | None:
+        b = self.ballots.get(pid)
+        if b is None or b.epoch != epoch or sender not in b.keepers:
+            return None
+        return b
+
+    # --- phase 1 ---------------------------------------------------------------------
+
+    def on_promise(self, sender: str, msg: Promise, now: float) -> None:
+        b = self._current(msg.pid, msg.epoch, sender)
+        if b is None:
+            # A promise for a ballot we gave up: free that keeper's lease at once.
+            self.node.send(sender, Release(msg.pid, msg.epoch))
+            return
+        if b.phase != "prepare":
+            return
+        b.promises[sender] = msg
+        if len(b.promises) >= b.needed:
+            self._promised(b, now)
+
+    def _promised(self, b: Ballot, now: float) -> None:
+        node = self.node
+        prior = max(
+            (p for p in b.promises.values() if p.accepted is not None),
+            key=lambda p: p.accepted_epoch,
+            default=None,
+        )
+        if prior is not None and prior.accepted is not None:
+            # Paxos: a value some keeper accepted may have been chosen; finish it, never replace it.
+            self._propose(b, prior.accepted, now)
+            return
+        spec = b.spec.spec
+        if b.purpose == "claim":
+            attempts = max(p.expired_attempts for p in b.promises.values())
+            if attempts > spec.maxretries:
+                b.reason = f"maxretries exceeded: {attempts} leases expired"
+                self._propose(b, self._failure(b), now)
+                return
+            inputs = next((p.inputs for p in b.promises.values() if p.inputs is not None), ())
+            b.phase = "run"
+            b.renew_round = b.sent_at
+            node.observe("started", b.pid, {"epoch": b.epoch})
+            node.effect(StartExecution(b.pid, b.epoch, b.spec, inputs or ()))
+            node.set_timer(now + node.params.renew_every, ("renew", b.pid, b.epoch))
+        elif b.purpose == "fail":
+            self._propose(b, self._failure(b), now)
+        elif b.purpose == "move":
+            moved = Outcome(
+                "moved",
+                executor=node.member_id,
+                run_epoch=b.epoch,
+                moved_to=b.move_to,
+                moved_version=node.ring.version,
+            )
+            self._propose(b, moved, now)
+        else:  # recover, and nothing was accepted after all
+            self._finish(b, release=True)
+
+    def _failure(self, b: Ballot) -> Outcome:
+        return Outcome(
+            "failed", errors=(b.reason,), executor=self.node.member_id, run_epoch=b.epoch
+        )
+
+    def on_refuse(self, sender: str, msg: Refuse, now: float) -> None:
+        b = self._current(msg.pid, msg.epoch, sender)
+        if b is None or b.phase != "prepare":
+            return
+        b.refusals[sender] = msg
+        node = self.node
+        if msg.reason == "decided" and msg.decided is not None:
+            node.learned_decision(msg.pid, msg.decided_epoch, msg.decided, sender, now)
+            self._finish(b, release=True)
+            return
+        if msg.reason == "moved":
+            self._finish(b, release=True)
+            node.executor.on_moved(b.spec, msg.moved_to, now)
+            return
+        if b.hopeless(len(b.refusals)):
+            self._finish(b, release=True)
+            reasons = {r.reason for r in b.refusals.values()}
+            retry_epoch = max(r.promised for r in b.refusals.values()) + 1
+            if reasons == {"stale_epoch"} or reasons == {"stale_epoch", "unknown"}:
+                if b.purpose == "claim":
+                    node.executor.retry_claim(b.spec, b.keepers, retry_epoch, now)
+                elif b.resends < MAX_RESENDS:
+                    self.begin(
+                        b.spec, b.keepers, retry_epoch, b.purpose, move_to=b.move_to, reason=b.reason
+                    )
+            elif b.purpose == "claim":
+                node.executor.claim_refused(b.pid, now)
+
+    # --- running under the lease -------------------------------------------------------
+
+    def on_renew_ack(self, sender: str, msg: RenewAck, now: float) -> None:
+        b = self._current(msg.pid, msg.epoch, sender)
+        if b is None or b.phase != "run":
+            return
+        if msg.ok:
+            b.renew_oks.add(sender)
+        else:
+            b.renew_nacks.add(sender)
+            if b.hopeless(len(b.renew_nacks)):
+                # The keepers moved on (expired lease, maxexectime): stop the run.
+                self.node.effect(CancelExecution(b.pid, b.epoch, "lease lost"))
+                self.node.observe("lease_lost", b.pid, {"epoch": b.epoch})
+                self._finish(b, release=False)
+
+    def on_renew_timer(self, pid: str, epoch: int, now: float) -> None:
+        b = self.ballots.get(pid)
+        if b is None or b.epoch != epoch or b.phase != "run":
+            return
+        b.renew_round = now
+        b.renew_oks = set()
+        b.renew_nacks = set()
+        msg = Renew(pid, epoch)
+        for keeper in b.keepers:
+            self.node.send(keeper, msg)
+        self.node.set_timer(now + self.node.params.renew_every, ("renew", pid, epoch))
+
+    def on_execution_done(self, pid: str, epoch: int, value: Outcome, now: float) -> bool:
+        b = self.ballots.get(pid)
+        if b is None or b.epoch != epoch or b.phase != "run":
+            return False
+        self._propose(b, value, now)
+        return True
+
+    # --- phase 2 ------------------------------------------------------------------------
+
+    def _propose(self, b: Ballot, value: Outcome, now: float) -> None:
+        b.phase = "accept"
+        b.value = value
+        b.resends = 0
+        self._send_accept(b, now)
+
+    def _send_accept(self, b: Ballot, now: float) -> None:
+        assert b.value is not None
+        msg = Accept(b.pid, b.epoch, b.value)
+        for keeper in b.keepers:
+            if keeper not in b.accepts and keeper not in b.nacks:
+                self.node.send(keeper, msg)
+        self.node.set_timer(now + self.node.params.request_timeout, ("ballot", b.pid, b.epoch))
+
+    def on_accepted(self, sender: str, msg: Accepted, now: float) -> None:
+        b = self._current(msg.pid, msg.epoch, sender)
+        if b is None or b.phase != "accept" or b.value is None:
+            return
+        if msg.ok:
+            b.accepts.add(sender)
+            if len(b.accepts) >= b.needed:
+                self._decided(b, now)
+        else:
+            b.nacks.add(sender)
+            if b.hopeless(len(b.nacks)):
+                self.node.observe("fenced", b.pid, {"epoch": b.epoch, "reason": msg.reason})
+                self._finish(b, release=False)
+
+    def _decided(self, b: Ballot, now: float) -> None:
+        assert b.value is not None
+        node = self.node
+        decide = Decide(b.pid, b.epoch, b.value)
+        for keeper in b.keepers:
+            node.send(keeper, decide)
+        submitter = b.spec.submitter
+        if submitter not in b.keepers and submitter != node.member_id:
+            node.send(submitter, decide)
+        node.observe(
+            "chose", b.pid, {"epoch": b.epoch, "kind": b.value.kind, "value": value_id(b.value)}
+        )
+        self._finish(b, release=False)
+        node.learned_decision(b.pid, b.epoch, b.value, node.member_id, now)
+
+    # --- timeouts and the end of a ballot --------------------------------------------
+
+    def on_timer(self, pid: str, epoch: int, now: float) -> None:
+        b = self.ballots.get(pid)
+        if b is None or b.epoch != epoch:
+            return
+        if now < b.sent_at + self.node.params.request_timeout - 1e-9 and b.phase == "prepare":
+            return
+        b.resends += 1
+        if b.resends > MAX_RESENDS:
+            # Keepers unreachable: give up; leases we got expire, keepers recover accepted values.
+            self._finish(b, release=b.phase == "prepare")
+            if b.purpose == "claim" and b.phase == "prepare":
+                self.node.executor.claim_refused(pid, now)
+            return
+        if b.phase == "prepare":
+            self._send_prepare(b, now)
+        elif b.phase == "accept":
+            self._send_accept(b, now)
+
+    def _finish(self, b: Ballot, *, release: bool) -> None:
+        if self.ballots.get(b.pid) is b:
+            del self.ballots[b.pid]
+        if release:
+            msg = Release(b.pid, b.epoch)
+            for keeper in b.promises:
+                self.node.send(keeper, msg)
+        if b.purpose == "claim":
+            self.node.executor.ballot_finished(b.pid, b.epoch)

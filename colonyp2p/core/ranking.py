@@ -1,0 +1,48 @@
+"""Who keeps a process (XOR-closest members) and who should claim it first (rendezvous)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+from colonyp2p.identity import dht_key
+
+_MASK64 = (1 << 64) - 1
+
+
+def majority(n: int) -> int:
+    return n // 2 + 1
+
+
+def pid_key(pid: str) -> int:
+    """Process ids are sha256 hex digests: their value is their place on the XOR ring."""
+    return int(pid, 16)
+
+
+class KeeperRing:
+    """The members eligible to keep records, with their ring positions, for one membership version."""
+
+    __slots__ = ("keys", "members", "version")
+
+    def __init__(self, version: int, member_ids: Sequence[str]) -> None:
+        self.version = version
+        self.members = tuple(member_ids)
+        self.keys = tuple((dht_key(m), m) for m in self.members)
+
+    def keepers_for(self, pid: str, k: int) -> tuple[str, ...]:
+        target = pid_key(pid)
+        best = heapq.nsmallest(k, self.keys, key=lambda km: km[0] ^ target)
+        return tuple(m for _, m in best)
+
+
+def distance(pid: str, member_id: str) -> int:
+    return pid_key(pid) ^ dht_key(member_id)
+
+
+def rendezvous_score(member_key: int, pid: str) -> float:
+    """A deterministic pseudo-random number in [0, 1) per (member, process): splitmix64 finaliser."""
+    x = (member_key ^ int(pid[:16], 16)) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    x ^= x >> 31
+    return x / 2.0**64
