@@ -120,7 +120,7 @@ class ExecutorRole:
             self.try_claim(self.node.now)
 
     def claim_refused(self, pid: str, now: float) -> None:
-        """Someone else holds it, it is not ready, or it is done: forget it until announced again."""
+        """Someone holds it, it is not ready, or it is done: forget it until announced again."""
         self.forget(pid)
 
     def retry_claim(

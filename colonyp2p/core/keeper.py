@@ -132,11 +132,15 @@ class KeeperRole:
             return
         if rec.decided is not None:
             if rec.decided.kind == "moved":
-                node.send(sender, Refuse(msg.pid, msg.epoch, "moved", moved_to=rec.decided.moved_to))
+                node.send(
+                    sender, Refuse(msg.pid, msg.epoch, "moved", moved_to=rec.decided.moved_to)
+                )
             else:
                 node.send(
                     sender,
-                    Refuse(msg.pid, msg.epoch, "decided", rec.promised, rec.decided, rec.decided_epoch),
+                    Refuse(
+                        msg.pid, msg.epoch, "decided", rec.promised, rec.decided, rec.decided_epoch
+                    ),
                 )
             return
         if msg.epoch == rec.promised and sender == rec.holder and not rec.released:
@@ -264,7 +268,9 @@ class KeeperRole:
         for action in ("recover", "move", "fail"):
             self._first_seen.pop((rec.pid, action), None)
         node = self.node
-        node.observe("decided", rec.pid, {"epoch": epoch, "kind": value.kind, "value": value_id(value)})
+        node.observe(
+            "decided", rec.pid, {"epoch": epoch, "kind": value.kind, "value": value_id(value)}
+        )
         status = self._status(rec, now)
         for watcher in self._watchers.pop(rec.pid, []):
             node.send(watcher, status)
@@ -317,7 +323,9 @@ class KeeperRole:
             rec = self.records.get(child)
             if rec is None or rec.decided is not None or rec.parent_outcome(parent) is not None:
                 continue
-            rec = dataclasses.replace(rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome)))
+            rec = dataclasses.replace(
+                rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome))
+            )
             self._save(rec, now)
             if rec.parents_known():
                 self._known_since[child] = now

@@ -49,7 +49,8 @@ def _unmet_gpu(spec: FunctionSpec, ad: ExecutorAd) -> str | None:
     want = spec.conditions.gpu
     have = ad.hardware.gpu
     if want.count > have.count:
-        return f"needs {want.count} GPUs, has {have.count or 'none'}"
+        plural = "" if want.count == 1 else "s"
+        return f"needs {want.count} GPU{plural}, has {have.count or 'none'}"
     if want.name and want.name != have.name and want.name.casefold() != have.name.casefold():
         if not have.count and not have.name:
             return f"GPU {want.name!r} wanted, this has none"

@@ -144,6 +144,9 @@ class ColonyNode:
         self.counters[code] += 1
         self.out.append(Reject(code, detail))
 
+    def _administers(self) -> bool:
+        return self.membership.role_of(self.member_id) in ("owner", "admin")
+
     def keeper_count(self) -> int:
         return max(1, min(self.params.keepers, len(self.ring.members)))
 
@@ -171,7 +174,7 @@ class ColonyNode:
         if ad is not None:
             self.publish(AdAnnounce(ad))
             self.set_timer(now + AD_EVERY, ("ad",))
-        if self.membership.role_of(self.member_id) in ("owner", "admin"):
+        if self._administers():
             self.publish(MembershipAnnounce(self.membership))
             self.set_timer(now + MEMBERSHIP_EVERY, ("membership",))
 
@@ -180,8 +183,10 @@ class ColonyNode:
         if self.revoked:
             return out
         if not self.membership.is_member(sender):
-            self.reject("not_member", f"message from {sender}, not a member of version "
-                        f"{self.membership.version}")
+            self.reject(
+                "not_member",
+                f"message from {sender}, not a member of version {self.membership.version}",
+            )
             return out
         self._dispatch(sender, msg, now)
         return out
@@ -238,10 +243,9 @@ class ColonyNode:
         elif kind == "ad" and self.executor.ad is not None:
             self.publish(AdAnnounce(self.executor.ad))
             self.set_timer(now + AD_EVERY, ("ad",))
-        elif kind == "membership":
-            if self.membership.role_of(self.member_id) in ("owner", "admin"):
-                self.publish(MembershipAnnounce(self.membership))
-                self.set_timer(now + MEMBERSHIP_EVERY, ("membership",))
+        elif kind == "membership" and self._administers():
+            self.publish(MembershipAnnounce(self.membership))
+            self.set_timer(now + MEMBERSHIP_EVERY, ("membership",))
         return out
 
     def on_execution_done(
@@ -309,7 +313,7 @@ class ColonyNode:
             self.revoked = True
             return
         self.keeper.on_membership_change(added, removed, now)
-        if not from_peer or self.membership.role_of(self.member_id) in ("owner", "admin"):
+        if not from_peer or self._administers():
             self.publish(MembershipAnnounce(new))
         if added and self.executor.ad is not None:
             self.publish(AdAnnounce(self.executor.ad))  # newcomers learn who can run what
@@ -333,8 +337,10 @@ class ColonyNode:
     ) -> None:
         self.executor.forget(pid)
         rec = self.keeper.records.get(pid)
-        if rec is not None and rec.decided is None and (
-            source == self.member_id or source in rec.keepers
+        if (
+            rec is not None
+            and rec.decided is None
+            and (source == self.member_id or source in rec.keepers)
         ):
             self.keeper.decide(rec, epoch, value, now)
         if value.kind != "moved":

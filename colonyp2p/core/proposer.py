@@ -180,7 +180,12 @@ class Proposer:
                     node.executor.retry_claim(b.spec, b.keepers, retry_epoch, now)
                 elif b.resends < MAX_RESENDS:
                     self.begin(
-                        b.spec, b.keepers, retry_epoch, b.purpose, move_to=b.move_to, reason=b.reason
+                        b.spec,
+                        b.keepers,
+                        retry_epoch,
+                        b.purpose,
+                        move_to=b.move_to,
+                        reason=b.reason,
                     )
             elif b.purpose == "claim":
                 node.executor.claim_refused(b.pid, now)

@@ -20,7 +20,7 @@ def pid_key(pid: str) -> int:
 
 
 class KeeperRing:
-    """The members eligible to keep records, with their ring positions, for one membership version."""
+    """The members that may keep records, with their ring positions, in one membership version."""
 
     __slots__ = ("keys", "members", "version")
 
@@ -40,7 +40,7 @@ def distance(pid: str, member_id: str) -> int:
 
 
 def rendezvous_score(member_key: int, pid: str) -> float:
-    """A deterministic pseudo-random number in [0, 1) per (member, process): splitmix64 finaliser."""
+    """A deterministic pseudo-random number in [0, 1) per (member, process) (splitmix64)."""
     x = (member_key ^ int(pid[:16], 16)) & _MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
