@@ -3,12 +3,51 @@
 Units are normalised on the way in (ColonyOS writes cpu as "500m" and mem as
 "10Gi"): cpu in millicores, memory and storage in bytes, times in seconds.
 A time limit of 0 or less means "no limit", as in ColonyOS (-1).
+
+Every class validates itself in ``__post_init__`` and raises ValidationError
+naming the bad field, so a spec that exists is a spec the colony accepts.
+Lists given where tuples are expected are turned into tuples, and ints given
+for float fields into floats, so that an object and its decoded copy are equal
+and encode to the same bytes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from colonyp2p import codec
+from colonyp2p.errors import ValidationError
+from colonyp2p.model.checks import (
+    as_float,
+    as_str_tuple,
+    as_tuple,
+    check_bool,
+    check_int,
+    check_str,
+    plain_size,
+    set_field,
+    str_size,
+)
+
+FUNCNAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
+MAX_FUNCNAME = 128
+MAX_NAME = 256  # nodenames, executor names and types, locations, labels
+MAX_PATH = 4096
+# ColonyOS turns priority into a priority time of submission - priority days in
+# int64 nanoseconds, which overflows near 106,000 days: stay well inside it.
+MIN_PRIORITY = -100_000
+MAX_PRIORITY = 100_000
+# A retry re-runs the function somewhere else; ColonyOS's "unlimited" (-1) is
+# read as this many (see colonyos_json).
+MAX_RETRIES = 1000
+MAX_SPEC_BYTES = 1 << 20  # canonical CBOR of one FunctionSpec
+# Generous upper bound of what a spec's fixed fields and map keys take in CBOR,
+# and what each mount adds besides its strings.
+_SPEC_OVERHEAD = 1024
+_MOUNT_OVERHEAD = 256
+_PATH_SEPARATORS = re.compile(r"[/\\]")
 
 
 @dataclass(frozen=True)
@@ -18,9 +57,17 @@ class Gpu:
     mem: int = 0  # bytes per GPU
     nodecount: int = 0
 
+    def __post_init__(self) -> None:
+        check_str(self.name, "name", MAX_NAME)
+        check_int(self.count, "count", 0)
+        check_int(self.mem, "mem", 0)
+        check_int(self.nodecount, "nodecount", 0)
+
 
 @dataclass(frozen=True)
 class Conditions:
+    """Where a spec may run (0 or empty: no constraint) and, in a workflow, its parents."""
+
     executortype: str = ""
     executornames: tuple[str, ...] = ()
     location: str = ""
@@ -34,10 +81,55 @@ class Conditions:
     walltime: int = 0  # seconds
     dependencies: tuple[str, ...] = ()  # workflow: nodenames of the parents
 
+    def __post_init__(self) -> None:
+        check_str(self.executortype, "executortype", MAX_NAME)
+        set_field(
+            self, "executornames", as_str_tuple(self.executornames, "executornames", MAX_NAME)
+        )
+        check_str(self.location, "location", MAX_NAME)
+        check_int(self.nodes, "nodes", 0)
+        check_int(self.processes, "processes", 0)
+        check_int(self.processespernode, "processespernode", 0)
+        check_int(self.cpu, "cpu", 0)
+        check_int(self.mem, "mem", 0)
+        check_int(self.storage, "storage", 0)
+        if not isinstance(self.gpu, Gpu):
+            raise ValidationError(f"must be a Gpu, got {type(self.gpu).__name__}", "gpu")
+        check_int(self.walltime, "walltime", 0)
+        deps = as_str_tuple(self.dependencies, "dependencies", MAX_NAME)
+        set_field(self, "dependencies", deps)
+        if deps:
+            _check_dependencies(deps)
+
+    def encoded_size_bound(self) -> int:
+        """An upper bound of this object's CBOR size (its strings plus fixed fields)."""
+        total = _SPEC_OVERHEAD + str_size(self.executortype) + str_size(self.location)
+        total += str_size(self.gpu.name)
+        for name in self.executornames:
+            total += str_size(name)
+        for dep in self.dependencies:
+            total += str_size(dep)
+        return total
+
+
+def _check_dependencies(deps: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for i, dep in enumerate(deps):
+        if not dep:
+            raise ValidationError(
+                "a dependency must name a node, got an empty string", f"dependencies[{i}]"
+            )
+        if dep in seen:
+            raise ValidationError(f"{dep!r} is listed twice", f"dependencies[{i}]")
+        seen.add(dep)
+
 
 @dataclass(frozen=True)
 class ConflictRule:
     keeplocal: bool = False
+
+    def __post_init__(self) -> None:
+        check_bool(self.keeplocal, "keeplocal")
 
 
 @dataclass(frozen=True)
@@ -45,22 +137,64 @@ class OnConflicts:
     onstart: ConflictRule = field(default_factory=ConflictRule)
     onclose: ConflictRule = field(default_factory=ConflictRule)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.onstart, ConflictRule):
+            raise ValidationError("must be a ConflictRule", "onstart")
+        if not isinstance(self.onclose, ConflictRule):
+            raise ValidationError("must be a ConflictRule", "onclose")
+
+
+def check_label(label: object, field: str) -> None:
+    """A colony path of the meta-filesystem: non-empty and absolute."""
+    check_str(label, field, MAX_PATH, nonempty=True)
+    assert isinstance(label, str)
+    if not label.startswith("/"):
+        raise ValidationError(f"a label is a colony path starting with '/', got {label!r}", field)
+
+
+def check_dir(path: object, field: str) -> None:
+    """A directory inside the process's working directory: relative, never escaping it."""
+    check_str(path, field, MAX_PATH, nonempty=True)
+    assert isinstance(path, str)
+    if path.startswith(("/", "\\")):
+        raise ValidationError(f"must be relative to the working directory, got {path!r}", field)
+    if ".." in _PATH_SEPARATORS.split(path):
+        raise ValidationError(f"must not contain '..', got {path!r}", field)
+
 
 @dataclass(frozen=True)
 class SnapshotMount:
+    """A read-only snapshot of a label, downloaded into ``dir`` before the run."""
+
     label: str
     dir: str
     snapshotid: str = ""
     keepfiles: bool = False
     keepsnapshot: bool = False
 
+    def __post_init__(self) -> None:
+        check_label(self.label, "label")
+        check_dir(self.dir, "dir")
+        check_str(self.snapshotid, "snapshotid", MAX_NAME)
+        check_bool(self.keepfiles, "keepfiles")
+        check_bool(self.keepsnapshot, "keepsnapshot")
+
 
 @dataclass(frozen=True)
 class SyncDirMount:
+    """A label synchronised with ``dir`` before and after the run, with conflict rules."""
+
     label: str
     dir: str
     keepfiles: bool = False
     onconflicts: OnConflicts = field(default_factory=OnConflicts)
+
+    def __post_init__(self) -> None:
+        check_label(self.label, "label")
+        check_dir(self.dir, "dir")
+        check_bool(self.keepfiles, "keepfiles")
+        if not isinstance(self.onconflicts, OnConflicts):
+            raise ValidationError("must be an OnConflicts", "onconflicts")
 
 
 @dataclass(frozen=True)
@@ -69,9 +203,64 @@ class FsSpec:
     snapshots: tuple[SnapshotMount, ...] = ()
     dirs: tuple[SyncDirMount, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_str(self.mount, "mount", MAX_PATH)
+        snapshots = _as_tuple_of(self.snapshots, SnapshotMount, "snapshots")
+        set_field(self, "snapshots", snapshots)
+        set_field(self, "dirs", _as_tuple_of(self.dirs, SyncDirMount, "dirs"))
+
+    def encoded_size_bound(self) -> int:
+        """An upper bound of this object's CBOR size."""
+        total = str_size(self.mount)
+        for snap in self.snapshots:
+            total += _MOUNT_OVERHEAD + str_size(snap.label) + str_size(snap.dir)
+            total += str_size(snap.snapshotid)
+        for sync in self.dirs:
+            total += _MOUNT_OVERHEAD + str_size(sync.label) + str_size(sync.dir)
+        return total
+
+
+def _as_tuple_of(value: object, cls: type, field: str) -> tuple[Any, ...]:
+    value = as_tuple(value, field)
+    for i, item in enumerate(value):
+        if not isinstance(item, cls):
+            raise ValidationError(
+                f"must be a {cls.__name__}, got {type(item).__name__}", f"{field}[{i}]"
+            )
+    return value
+
+
+def check_funcname(funcname: object) -> None:
+    """The name an executor serves: an identifier-like string of at most 128 characters."""
+    check_str(funcname, "funcname", MAX_FUNCNAME, nonempty=True)
+    assert isinstance(funcname, str)
+    if FUNCNAME_RE.fullmatch(funcname) is None:
+        raise ValidationError(
+            f"{funcname!r} is not a function name (letters, digits, '_', '.', ':', '-', "
+            "not starting with a digit or punctuation)",
+            "funcname",
+        )
+
+
+def _env_size(env: object) -> int:
+    if type(env) is not dict:
+        raise ValidationError(f"must be a map of strings, got {type(env).__name__}", "env")
+    total = 0
+    for key, value in env.items():
+        if type(key) is not str or not key or "=" in key or "\0" in key:
+            raise ValidationError(
+                f"{key!r} is not an environment variable name (non-empty, no '=')", "env"
+            )
+        if type(value) is not str or "\0" in value:
+            raise ValidationError("must be a string without NUL characters", f"env.{key}")
+        total += str_size(key) + str_size(value)
+    return total
+
 
 @dataclass(frozen=True)
 class FunctionSpec:
+    """What to run and where it may run: ColonyOS's function specification."""
+
     funcname: str
     nodename: str = ""
     args: tuple[Any, ...] = ()
@@ -84,3 +273,40 @@ class FunctionSpec:
     label: str = ""
     env: dict[str, str] = field(default_factory=dict)
     fs: FsSpec = field(default_factory=FsSpec)
+
+    def __post_init__(self) -> None:
+        check_funcname(self.funcname)
+        check_str(self.nodename, "nodename", MAX_NAME)
+        args = as_tuple(self.args, "args")
+        set_field(self, "args", args)
+        size = _SPEC_OVERHEAD + str_size(self.funcname) + str_size(self.nodename)
+        size += plain_size(args, "args")
+        if type(self.kwargs) is not dict:
+            raise ValidationError(f"must be a map, got {type(self.kwargs).__name__}", "kwargs")
+        size += plain_size(self.kwargs, "kwargs")
+        check_int(self.priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
+        set_field(self, "maxwaittime", as_float(self.maxwaittime, "maxwaittime"))
+        set_field(self, "maxexectime", as_float(self.maxexectime, "maxexectime"))
+        check_int(self.maxretries, "maxretries", 0, MAX_RETRIES)
+        if not isinstance(self.conditions, Conditions):
+            raise ValidationError(
+                f"must be a Conditions, got {type(self.conditions).__name__}", "conditions"
+            )
+        check_str(self.label, "label", MAX_PATH)
+        size += str_size(self.label) + _env_size(self.env)
+        if not isinstance(self.fs, FsSpec):
+            raise ValidationError(f"must be an FsSpec, got {type(self.fs).__name__}", "fs")
+        size += self.conditions.encoded_size_bound() + self.fs.encoded_size_bound()
+        # The bound is cheap and almost always enough; encode only when it is not.
+        if size > MAX_SPEC_BYTES:
+            exact = len(codec.canonical_bytes(self))
+            if exact > MAX_SPEC_BYTES:
+                raise ValidationError(
+                    f"the spec encodes to {exact} bytes, more than the {MAX_SPEC_BYTES} allowed "
+                    "(move large inputs to the meta-filesystem and pass their labels)"
+                )
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The nodenames of this spec's parents in its workflow."""
+        return self.conditions.dependencies
