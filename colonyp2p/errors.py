@@ -98,3 +98,12 @@ class Unauthorized(MembershipError):
 
 class KeystoreError(ColonyError):
     code = "keystore"
+
+
+# --- simulation ----------------------------------------------------------------
+
+
+class ScenarioError(ColonyError):
+    """A simulation scenario file that cannot be run as written."""
+
+    code = "scenario"

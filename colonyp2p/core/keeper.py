@@ -32,7 +32,7 @@ from colonyp2p.core.messages import (
     StoreAck,
     StoreSpec,
 )
-from colonyp2p.core.ranking import majority
+from colonyp2p.core.ranking import config_tag, majority
 from colonyp2p.core.records import KeeperRecord
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class KeeperRole:
         self._install_acks: dict[str, set[str]] = {}
         self._known_since: dict[str, float] = {}
         self._first_seen: dict[tuple[str, str], float] = {}
+        self._replicas_asked: dict[str, float] = {}
+        self._replicas_known: dict[str, set[str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -143,6 +145,13 @@ class KeeperRole:
                     ),
                 )
             return
+        if self.foreign(rec, msg.config):
+            # The proposer addresses another keeper set than the one our record belongs to.
+            if self._moved_keepers(rec) is None:
+                node.send(sender, Refuse(msg.pid, msg.epoch, "moved", moved_to=rec.keepers))
+            else:
+                node.send(sender, Refuse(msg.pid, msg.epoch, "unknown"))
+            return
         if msg.epoch == rec.promised and sender == rec.holder and not rec.released:
             node.send(sender, self._promise(rec, now))  # a resent Prepare: same answer
             return
@@ -170,7 +179,11 @@ class KeeperRole:
             started_at=rec.started_at or (now if msg.purpose == "claim" else 0.0),
         )
         self._save(rec, now)
-        node.observe("promised", rec.pid, {"epoch": msg.epoch, "holder": sender})
+        node.observe(
+            "promised",
+            rec.pid,
+            {"epoch": msg.epoch, "holder": sender, "config": config_tag(rec.keepers)},
+        )
         node.send(sender, self._promise(rec, now))
         self.schedule(rec.pid, rec.lease_until)
 
@@ -194,6 +207,7 @@ class KeeperRole:
             or rec.promised != msg.epoch
             or rec.holder != sender
             or rec.released
+            or self.foreign(rec, msg.config)
         ):
             node.send(sender, RenewAck(msg.pid, msg.epoch, False, 0.0))
             return
@@ -221,6 +235,9 @@ class KeeperRole:
             same = rec.decided == msg.value
             node.send(sender, Accepted(msg.pid, msg.epoch, same, "" if same else "decided"))
             return
+        if self.foreign(rec, msg.config):
+            node.send(sender, Accepted(msg.pid, msg.epoch, False, "moved"))
+            return
         if msg.epoch != rec.promised or rec.holder != sender:
             node.send(sender, Accepted(msg.pid, msg.epoch, False, "stale_epoch"))
             return
@@ -245,6 +262,8 @@ class KeeperRole:
         rec = self.records.get(msg.pid)
         if rec is None or rec.decided is not None:
             return
+        if msg.value.kind == "moved" and self.foreign(rec, msg.config):
+            return
         trusted = (
             sender == self.node.member_id
             or sender in rec.keepers
@@ -253,10 +272,7 @@ class KeeperRole:
         )
         if not trusted:
             # We cannot check the claim ourselves: ask the other keepers, who can.
-            query = Query(rec.pid)
-            for peer in rec.keepers:
-                if peer != self.node.member_id:
-                    self.node.send(peer, query)
+            self._ask_peers(rec)
             return
         self.decide(rec, msg.epoch, msg.value, now)
 
@@ -306,17 +322,47 @@ class KeeperRole:
             decided=decided,
             decided_epoch=rec.decided_epoch,
             moved_to=decided.moved_to if decided and decided.kind == "moved" else (),
+            config=config_tag(rec.keepers),
         )
 
     def on_status(self, sender: str, msg: Status, now: float) -> None:
         """Statuses answer anti-entropy queries (about our records) and parent polls."""
-        if not msg.known or msg.decided is None:
-            return
         rec = self.records.get(msg.pid)
-        if rec is not None and rec.decided is None and sender in rec.keepers:
+        if not msg.known:
+            self._repair(sender, rec)
+            return
+        if rec is not None and sender in rec.keepers and not self.foreign(rec, msg.config):
+            self._replicas_known.setdefault(msg.pid, set()).add(sender)
+        if msg.decided is None:
+            return
+        if (
+            rec is not None
+            and rec.decided is None
+            and sender in rec.keepers
+            and not (msg.decided.kind == "moved" and self.foreign(rec, msg.config))
+        ):
             self.decide(rec, msg.decided_epoch, msg.decided, now)
         if msg.decided.kind != "moved":
             self.learn_parent(msg.pid, msg.decided, now, share=True)
+
+    @staticmethod
+    def foreign(rec: KeeperRecord, config: str) -> bool:
+        """Whether a message tagged ``config`` is about another keeper set's record."""
+        return bool(config) and config != config_tag(rec.keepers)
+
+    def _replicas_complete(self, rec: KeeperRecord) -> bool:
+        known = self._replicas_known.get(rec.pid, set())
+        return all(k in known or k == self.node.member_id for k in rec.keepers)
+
+    def _repair(self, peer: str, rec: KeeperRecord | None) -> None:
+        """A fellow keeper never got a record (it was down or cut off when the spec was
+        stored): give it ours. It never promised or accepted anything for this process,
+        so installing our promised epoch only makes it refuse more."""
+        if rec is None or peer not in rec.keepers:
+            return
+        if rec.decided is not None and rec.decided.kind == "moved":
+            return
+        self.node.send(peer, Install(rec.transfer(rec.keepers, rec.config_version, rec.promised)))
 
     def learn_parent(self, parent: str, outcome: Outcome, now: float, share: bool) -> None:
         for child in self._waiting_on_parent.pop(parent, []):
@@ -353,7 +399,10 @@ class KeeperRole:
         if self.node.member_id not in t.keepers:
             return
         rec = self.records.get(pid)
-        if rec is None or (rec.decided is None and rec.config_version < t.config_version):
+        # A keeper of both the old and the new set holds the old record, decided "moved":
+        # the newer configuration replaces it like any older undecided one.
+        superseded = rec is not None and rec.config_version < t.config_version
+        if rec is None or (superseded and (rec.decided is None or rec.decided.kind == "moved")):
             rec = KeeperRecord.from_transfer(t, now)
             self._save(rec, now)
             self.node.observe("installed", pid, {"keepers": t.keepers})
@@ -409,6 +458,11 @@ class KeeperRole:
         if rec.decided is not None:
             self._check_decided(rec, now, stagger)
             return
+        asked = self._replicas_asked.get(pid, rec.stored_at)
+        if now - asked >= p.query_after and not self._replicas_complete(rec):
+            # Do all fellow keepers have the record? Those that answer no get it (_repair).
+            self._replicas_asked[pid] = now
+            self._ask_peers(rec)
         if rec.leased(now):
             self.schedule(pid, rec.lease_until)
             return
@@ -457,13 +511,16 @@ class KeeperRole:
             next_at = min(next_at, since + every)
         if now - self._quiet_since.get(pid, now) >= p.query_after:
             self._quiet_since[pid] = now
-            query = Query(pid)
-            for peer in rec.keepers:
-                if peer != node.member_id:
-                    node.send(peer, query)
+            self._ask_peers(rec)
         if spec.maxwaittime > 0 and not rec.started_at:
             next_at = min(next_at, rec.stored_at + spec.maxwaittime + stagger)
         self.schedule(pid, max(next_at, now + p.tick))
+
+    def _ask_peers(self, rec: KeeperRecord) -> None:
+        query = Query(rec.pid)
+        for peer in rec.keepers:
+            if peer != self.node.member_id:
+                self.node.send(peer, query)
 
     def _turn(self, pid: str, action: str, now: float, stagger: float) -> bool:
         """Keepers take turns by rank: the r-th acts r*stagger after it first saw the need,

@@ -76,6 +76,7 @@ class Prepare:
     pid: str
     epoch: int
     purpose: Purpose
+    config: str = ""  # config_tag of the keepers the proposer addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class Refuse:
 class Renew:
     pid: str
     epoch: int
+    config: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ class Accept:
     pid: str
     epoch: int
     value: Outcome
+    config: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ class Decide:
     pid: str
     epoch: int
     value: Outcome
+    config: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,7 @@ class Status:
     decided: Outcome | None = None
     decided_epoch: int = 0
     moved_to: tuple[str, ...] = ()
+    config: str = ""
 
 
 @dataclass(frozen=True, slots=True)

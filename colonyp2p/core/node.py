@@ -330,17 +330,20 @@ class ColonyNode:
     def _on_decide(self, sender: str, msg: Decide, now: float) -> None:
         if msg.pid in self.keeper.records:
             self.keeper.on_decide(sender, msg, now)
-        self.learned_decision(msg.pid, msg.epoch, msg.value, sender, now)
+        self.learned_decision(msg.pid, msg.epoch, msg.value, sender, now, msg.config)
 
     def learned_decision(
-        self, pid: str, epoch: int, value: Outcome, source: str, now: float
+        self, pid: str, epoch: int, value: Outcome, source: str, now: float, config: str = ""
     ) -> None:
+        """A decided outcome, learned from ``source``. A real outcome is the process's, in
+        whichever keeper set it was chosen; a move applies only to the set it moved from."""
         self.executor.forget(pid)
         rec = self.keeper.records.get(pid)
         if (
             rec is not None
             and rec.decided is None
             and (source == self.member_id or source in rec.keepers)
+            and not (value.kind == "moved" and self.keeper.foreign(rec, config))
         ):
             self.keeper.decide(rec, epoch, value, now)
         if value.kind != "moved":

@@ -22,7 +22,7 @@ from colonyp2p.core.messages import (
     Renew,
     RenewAck,
 )
-from colonyp2p.core.ranking import majority
+from colonyp2p.core.ranking import config_tag, majority
 from colonyp2p.model.signed import SignedSpec
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Proposer:
 
     def _send_prepare(self, b: Ballot, now: float) -> None:
         b.sent_at = now
-        msg = Prepare(b.pid, b.epoch, b.purpose)
+        msg = Prepare(b.pid, b.epoch, b.purpose, config_tag(b.keepers))
         for keeper in b.keepers:
             if keeper not in b.promises and keeper not in b.refusals:
                 self.node.send(keeper, msg)
@@ -213,7 +213,7 @@ class Proposer:
         b.renew_round = now
         b.renew_oks = set()
         b.renew_nacks = set()
-        msg = Renew(pid, epoch)
+        msg = Renew(pid, epoch, config_tag(b.keepers))
         for keeper in b.keepers:
             self.node.send(keeper, msg)
         self.node.set_timer(now + self.node.params.renew_every, ("renew", pid, epoch))
@@ -235,7 +235,7 @@ class Proposer:
 
     def _send_accept(self, b: Ballot, now: float) -> None:
         assert b.value is not None
-        msg = Accept(b.pid, b.epoch, b.value)
+        msg = Accept(b.pid, b.epoch, b.value, config_tag(b.keepers))
         for keeper in b.keepers:
             if keeper not in b.accepts and keeper not in b.nacks:
                 self.node.send(keeper, msg)
@@ -258,7 +258,7 @@ class Proposer:
     def _decided(self, b: Ballot, now: float) -> None:
         assert b.value is not None
         node = self.node
-        decide = Decide(b.pid, b.epoch, b.value)
+        decide = Decide(b.pid, b.epoch, b.value, decide_config := config_tag(b.keepers))
         for keeper in b.keepers:
             node.send(keeper, decide)
         submitter = b.spec.submitter
@@ -268,7 +268,7 @@ class Proposer:
             "chose", b.pid, {"epoch": b.epoch, "kind": b.value.kind, "value": value_id(b.value)}
         )
         self._finish(b, release=False)
-        node.learned_decision(b.pid, b.epoch, b.value, node.member_id, now)
+        node.learned_decision(b.pid, b.epoch, b.value, node.member_id, now, decide_config)
 
     # --- timeouts and the end of a ballot --------------------------------------------
 

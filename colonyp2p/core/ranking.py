@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Sequence
+from functools import lru_cache
 
 from colonyp2p.identity import dht_key
 
@@ -33,6 +35,14 @@ class KeeperRing:
         target = pid_key(pid)
         best = heapq.nsmallest(k, self.keys, key=lambda km: km[0] ^ target)
         return tuple(m for _, m in best)
+
+
+@lru_cache(maxsize=65536)
+def config_tag(keepers: tuple[str, ...]) -> str:
+    """Names one keeper set. A process's record moves between keeper sets when the membership
+    changes; ballot messages carry the tag so that a keeper never mixes up the record of one
+    set with a ballot meant for another (both may be held by the same member)."""
+    return hashlib.sha256("\n".join(keepers).encode()).hexdigest()[:16]
 
 
 def distance(pid: str, member_id: str) -> int:

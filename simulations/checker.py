@@ -1,0 +1,202 @@
+"""The invariants a simulated colony must keep, checked as the run goes.
+
+The checker sees what every core reports (Observe effects), what every node
+persists and which executions start. A broken invariant raises Violation at
+once, naming the process; the engine then replays the run to print the
+shortest event history that shows it (see ``history.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+from colonyp2p.core.effects import Observe, StartExecution
+from colonyp2p.core.keeper import value_id
+from colonyp2p.core.ranking import config_tag, majority
+from colonyp2p.core.records import KeeperRecord
+
+
+class Violation(Exception):
+    """An invariant broke: ``invariant`` names it, ``pid`` the process it broke for."""
+
+    def __init__(self, invariant: str, pid: str, detail: str, at: float) -> None:
+        self.invariant = invariant
+        self.pid = pid
+        self.detail = detail
+        self.at = at
+        super().__init__(f"{invariant} at t={at:.3f}s for process {pid[:16]}: {detail}")
+
+
+@dataclass(slots=True)
+class Terminal:
+    kind: str  # successful or failed
+    value: str
+    output: tuple[Any, ...]
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.submitted: dict[str, tuple[str, ...]] = {}  # pid -> parents
+        self.acknowledged: set[str] = set()
+        self.terminal: dict[str, Terminal] = {}
+        self.decided_value: dict[str, str] = {}
+        self.promised: dict[tuple[int, str, str], int] = {}  # (member, pid, keeper set)
+        self.accepts: dict[tuple[str, tuple[str, ...], int, str], set[int]] = {}
+        self.chosen: dict[str, str] = {}
+        self.holders: dict[str, set[int]] = {}
+        self.runs: set[tuple[str, str, int]] = set()
+        self.successful = 0
+        self.failed = 0
+        self.runs_started = 0
+        self.stale_epoch_accepts = 0
+        self.duplicate_results: set[str] = set()
+
+    # --- what the engine reports -------------------------------------------------------
+
+    def submitted_spec(self, pid: str, parents: tuple[str, ...]) -> None:
+        self.submitted[pid] = parents
+
+    def persisted(self, node: int, pid: str, rec: Any, at: float) -> None:
+        holders = self.holders.get(pid)
+        if holders is None:
+            holders = self.holders[pid] = set()
+        if rec is None:
+            holders.discard(node)
+            return
+        holders.add(node)
+        if isinstance(rec, KeeperRecord) and rec.decided is not None:
+            if rec.decided.kind != "moved" and pid not in self.terminal:
+                self._terminal(pid, rec, at)
+
+    def _terminal(self, pid: str, rec: KeeperRecord, at: float) -> None:
+        value = rec.decided
+        assert value is not None
+        self.terminal[pid] = Terminal(value.kind, value_id(value), value.output)
+        if value.kind == "successful":
+            self.successful += 1
+            if value.executor and (pid, value.executor, value.run_epoch) not in self.runs:
+                raise Violation(
+                    "phantom_result",
+                    pid,
+                    f"result of a run never started ({value.executor[:12]} epoch "
+                    f"{value.run_epoch})",
+                    at,
+                )
+            for parent in self.submitted.get(pid, ()):
+                got = self.terminal.get(parent)
+                if got is None or got.kind != "successful":
+                    raise Violation(
+                        "workflow_order",
+                        pid,
+                        f"succeeded although parent {parent[:16]} "
+                        f"{'is not done' if got is None else got.kind}",
+                        at,
+                    )
+        else:
+            self.failed += 1
+
+    def observed(self, node: int, e: Observe, at: float) -> None:
+        kind = e.kind
+        if kind == "acknowledged":
+            self.acknowledged.add(e.pid)
+        elif kind == "promised":
+            key = (node, e.pid, e.data["config"])
+            epoch = e.data["epoch"]
+            if epoch > self.promised.get(key, 0):
+                self.promised[key] = epoch
+        elif kind == "accepted":
+            self._accepted(node, e, at)
+        elif kind == "decided" and e.data["kind"] != "moved":
+            value = e.data["value"]
+            before = self.decided_value.setdefault(e.pid, value)
+            if before != value:
+                self.duplicate_results.add(e.pid)
+                raise Violation(
+                    "duplicate_result", e.pid, f"decided both {before} and {value}", at
+                )
+
+    def _accepted(self, node: int, e: Observe, at: float) -> None:
+        data = e.data
+        epoch = data["epoch"]
+        keepers = tuple(data["keepers"])
+        promised = self.promised.get((node, e.pid, config_tag(keepers)), 0)
+        if epoch < promised:
+            self.stale_epoch_accepts += 1
+            raise Violation(
+                "stale_epoch_accept",
+                e.pid,
+                f"member #{node} accepted epoch {epoch} after promising {promised}",
+                at,
+            )
+        if data["kind"] == "moved":
+            return
+        key = (e.pid, keepers, epoch, data["value"])
+        group = self.accepts.get(key)
+        if group is None:
+            group = self.accepts[key] = set()
+        group.add(node)
+        if len(group) >= majority(len(keepers)):
+            before = self.chosen.setdefault(e.pid, data["value"])
+            if before != data["value"]:
+                self.duplicate_results.add(e.pid)
+                raise Violation(
+                    "duplicate_result",
+                    e.pid,
+                    f"a majority accepted {data['value']} after {before} was chosen",
+                    at,
+                )
+
+    def started(self, member_id: str, e: StartExecution, at: float) -> None:
+        self.runs.add((e.pid, member_id, e.epoch))
+        self.runs_started += 1
+        parents = e.spec.parents
+        if not parents:
+            return
+        outputs = []
+        for parent in parents:
+            got = self.terminal.get(parent)
+            if got is None or got.kind != "successful":
+                raise Violation(
+                    "workflow_order",
+                    e.pid,
+                    f"started although parent {parent[:16]} "
+                    f"{'is not done' if got is None else got.kind}",
+                    at,
+                )
+            outputs.append(got.output)
+        expected = tuple(chain.from_iterable(outputs))
+        if tuple(e.inputs) != expected:
+            raise Violation(
+                "workflow_inputs", e.pid, f"inputs {e.inputs!r} are not {expected!r}", at
+            )
+
+    # --- checks over the whole colony ----------------------------------------------------
+
+    def check_stored(self, gone: Iterable[int], at: float) -> None:
+        """Every acknowledged, unfinished process is still on some member's disk."""
+        gone_set = set(gone)
+        for pid in self.acknowledged:
+            if pid in self.terminal:
+                continue
+            holders = self.holders.get(pid, set())
+            if not holders - gone_set:
+                raise Violation("vanished", pid, "acknowledged but no member stores it", at)
+
+    def lost(self) -> list[str]:
+        """Acknowledged processes that did not end (in submission order)."""
+        return [p for p in self.submitted if p in self.acknowledged and p not in self.terminal]
+
+    def check_descendants_failed(self, at: float) -> None:
+        for pid, parents in self.submitted.items():
+            mine = self.terminal.get(pid)
+            if mine is None or mine.kind != "successful":
+                continue
+            for parent in parents:
+                got = self.terminal.get(parent)
+                if got is not None and got.kind != "successful":
+                    raise Violation(
+                        "workflow_order", pid, f"succeeded although parent {parent[:16]} failed", at
+                    )
