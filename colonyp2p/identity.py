@@ -7,6 +7,7 @@ public key that verifies its signatures: no key directory is needed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ def is_member_id(value: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def dht_key(member_id: str) -> int:
     """The point on the XOR ring where a member sits (as libp2p's Kademlia does: sha256)."""
     return int.from_bytes(hashlib.sha256(member_id.encode("ascii")).digest(), "big")

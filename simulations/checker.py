@@ -67,9 +67,9 @@ class Checker:
             holders.discard(node)
             return
         holders.add(node)
-        if isinstance(rec, KeeperRecord) and rec.decided is not None:
-            if rec.decided.kind != "moved" and pid not in self.terminal:
-                self._terminal(pid, rec, at)
+        decided = rec.decided if isinstance(rec, KeeperRecord) else None
+        if decided is not None and decided.kind != "moved" and pid not in self.terminal:
+            self._terminal(pid, rec, at)
 
     def _terminal(self, pid: str, rec: KeeperRecord, at: float) -> None:
         value = rec.decided
@@ -114,9 +114,7 @@ class Checker:
             before = self.decided_value.setdefault(e.pid, value)
             if before != value:
                 self.duplicate_results.add(e.pid)
-                raise Violation(
-                    "duplicate_result", e.pid, f"decided both {before} and {value}", at
-                )
+                raise Violation("duplicate_result", e.pid, f"decided both {before} and {value}", at)
 
     def _accepted(self, node: int, e: Observe, at: float) -> None:
         data = e.data

@@ -373,9 +373,10 @@ class Simulation:
             elif t is Publish:
                 self._publish(idx, e.item)
             elif t is Observe:
-                self.checker.observed(idx, e, self.now)
                 if self.focus is not None and e.pid == self.focus:
-                    self._history.append((self.now, idx, True, f"#{idx} {e.kind} {_short(e.data)}"))
+                    text = f"#{idx} {e.kind} {_short(e.data, self.index)}"
+                    self._history.append((self.now, idx, True, text))
+                self.checker.observed(idx, e, self.now)
             elif t is StartExecution:
                 self._start(idx, e)
             elif t is CancelExecution:
@@ -443,9 +444,8 @@ class Simulation:
             node = nodes[dst]
             if node is None or (partitioned and self.side[dst] != side):
                 continue
-            if seen is not None:
-                if seen[dst]:
-                    continue
+            if seen is not None and seen[dst]:
+                continue
             if loss and rng.random() < loss:
                 continue
             if seen is not None:
@@ -593,10 +593,12 @@ def _epoch(msg: Any) -> str:
     return "" if epoch is None else f"e{epoch}"
 
 
-def _short(data: dict[str, Any]) -> str:
+def _short(data: dict[str, Any], index: dict[str, int]) -> str:
     parts = []
     for k, v in data.items():
-        if isinstance(v, str) and len(v) > 24:
+        if isinstance(v, str) and v in index:
+            v = f"#{index[v]}"
+        elif isinstance(v, str) and len(v) > 24:
             v = v[:24]
         elif isinstance(v, list | tuple):
             v = f"[{len(v)}]"

@@ -9,6 +9,7 @@ without their path or suffix (``continuum-1000``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -445,7 +446,7 @@ class _Table:
         if (
             not isinstance(value, list)
             or len(value) != 2
-            or any(type(v) not in (int, float) for v in value)
+            or any(type(v) not in (int, float) or not math.isfinite(v) for v in value)
             or not 0 <= value[0] <= value[1]
         ):
             raise ScenarioError(f"{self._key(key)}: must be [low, high] with 0 <= low <= high")
@@ -467,6 +468,8 @@ class _Table:
         return value[0], value[1]
 
     def _bounds(self, key: str, value: float, low: float | None, high: float | None) -> None:
+        if not math.isfinite(value):
+            raise ScenarioError(f"{self._key(key)}: must be a finite number, got {value}")
         if low is not None and value < low:
             raise ScenarioError(f"{self._key(key)}: must be at least {low}, got {value}")
         if high is not None and value > high:

@@ -18,6 +18,7 @@ from colonyp2p.core.ranking import rendezvous_score
 from colonyp2p.identity import dht_key
 from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.signed import SignedSpec
+from colonyp2p.model.spec import FunctionSpec
 
 if TYPE_CHECKING:
     from colonyp2p.core.node import ColonyNode
@@ -47,19 +48,27 @@ class ExecutorRole:
         self._ready: list[tuple[tuple[int, int, float], str]] = []
         self.active: dict[str, int] = {}  # pid -> epoch of claims in flight or running
         self._wake_at = math.inf
-        self._match_counts: dict[object, int] = {}
+        # per (funcname, conditions): a spec with them, and how many known ads match it
+        self._match_counts: dict[object, tuple[FunctionSpec, int]] = {}
         self._retries: dict[str, int] = {}
 
-    def ads_changed(self) -> None:
-        self._match_counts.clear()
+    def ads_changed(self, old: ExecutorAd | None, new: ExecutorAd | None) -> None:
+        """An ad was added, replaced or dropped: keep the match counts without recounting."""
+        counts = self._match_counts
+        for key, (s, count) in counts.items():
+            delta = (new is not None and matches(s, new)) - (old is not None and matches(s, old))
+            if delta:
+                counts[key] = (s, count + delta)
 
     def _matching_executors(self, spec: SignedSpec) -> int:
         s = spec.spec
         key = (s.funcname, s.conditions)
-        count = self._match_counts.get(key)
-        if count is None:
+        known = self._match_counts.get(key)
+        if known is None:
             count = sum(1 for ad in self.node.ads.values() if matches(s, ad))
-            self._match_counts[key] = count
+            self._match_counts[key] = (s, count)
+        else:
+            count = known[1]
         return max(count, 1)
 
     def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:

@@ -221,7 +221,7 @@ class ColonyNode:
             known = self.ads.get(ad.executor_id)
             if known is None or known.issued_at < ad.issued_at:
                 self.ads[ad.executor_id] = ad
-                self.executor.ads_changed()
+                self.executor.ads_changed(known, ad)
         return out
 
     def on_timer(self, key: tuple[Any, ...], now: float) -> list[Effect]:
@@ -307,8 +307,7 @@ class ColonyNode:
         self.persist(MEMBERSHIP, "current", new)
         self.observe("membership", "", {"version": new.version})
         for gone in sorted(removed):
-            self.ads.pop(gone, None)
-        self.executor.ads_changed()
+            self.executor.ads_changed(self.ads.pop(gone, None), None)
         if not new.is_member(self.member_id):
             self.revoked = True
             return

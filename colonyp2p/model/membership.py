@@ -241,7 +241,14 @@ class MembershipSet:
 
     def verify_signature(self) -> None:
         """Raise BadSignature unless ``signer`` signed exactly this document."""
+        _ = self._verified
+
+    @cached_property
+    def _verified(self) -> bool:
+        # The set is immutable, so one successful check holds for the object's life; a large
+        # colony's set takes milliseconds to encode, and every announcement re-verifies it.
         verify(self.signer, unsigned_bytes(self), self.signature)
+        return True
 
     def check_owner_derives_colony_id(self) -> None:
         """Raise ValidationError unless the owner's key derives this colony id."""

@@ -1,0 +1,186 @@
+"""Benchmarks of the protocol core in the simulator; writes bench/results/SIMULATOR.md and .json.
+
+    .venv/bin/python bench/bench_sim.py            # everything (about 25 minutes on 2 cores)
+    .venv/bin/python bench/bench_sim.py --part figures
+    .venv/bin/python bench/bench_sim.py --part scaling --sizes 100 1000
+
+figures: continuum-1000 (1,000 members, 10,000 specs, faults) with seed 1 twice (same
+trace digest?) and with seed 2 (a different one?). scaling: the ``scaling`` scenario's
+workload on colonies of 100, 1,000 and 5,000 members.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from colonyp2p.simulations import scenario as scenarios
+from colonyp2p.simulations.engine import simulate
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run(s: scenarios.Scenario, seed: int) -> dict[str, Any]:
+    print(f"  {s.name} ({s.nodes} members, {s.workload.specs} specs), seed {seed} ...", flush=True)
+    summary = simulate(s, seed).summary()
+    summary.pop("counters")
+    print(f"    {json.dumps(summary)}", flush=True)
+    return summary
+
+
+def sized(base: scenarios.Scenario, members: int) -> scenarios.Scenario:
+    """``base`` with its executor groups scaled so the colony has ``members`` members."""
+    executors = members - 1 - base.colony.admins - base.colony.users
+    total = base.executors
+    groups = [
+        dataclasses.replace(g, count=max(1, round(g.count * executors / total)))
+        for g in base.colony.executors
+    ]
+    groups[0] = dataclasses.replace(
+        groups[0], count=groups[0].count + executors - sum(g.count for g in groups)
+    )
+    colony = dataclasses.replace(base.colony, executors=tuple(groups))
+    return dataclasses.replace(base, name=f"{base.name}-{members}", colony=colony)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["all", "figures", "scaling"], default="all")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "simulator.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results["machine"] = machine()
+    ok = True
+    if args.part in ("all", "figures"):
+        print("figures: continuum-1000", flush=True)
+        big = scenarios.load("continuum-1000")
+        first = run(big, 1)
+        again = run(big, 1)
+        other = run(big, 2)
+        results["figures"] = {
+            "command": "python bench/bench_sim.py --part figures",
+            "seed1": first,
+            "seed1_again": again,
+            "seed2": other,
+            "same_seed_same_digest": first["trace_digest"] == again["trace_digest"],
+            "other_seed_other_digest": first["trace_digest"] != other["trace_digest"],
+        }
+        for r in (first, other):
+            ok &= r["lost"] == 0 and r["duplicate_results"] == 0
+            ok &= r["stale_epoch_accepts"] == 0 and r["terminal"] and r["violation"] is None
+        ok &= results["figures"]["same_seed_same_digest"]
+        ok &= results["figures"]["other_seed_other_digest"]
+    if args.part in ("all", "scaling"):
+        print("scaling", flush=True)
+        base = scenarios.load("scaling")
+        rows = [run(sized(base, n), 1) for n in args.sizes]
+        results["scaling"] = {
+            "command": "python bench/bench_sim.py --part scaling --sizes "
+            + " ".join(map(str, args.sizes)),
+            "runs": rows,
+        }
+        for r in rows:
+            ok &= r["lost"] == 0 and r["duplicate_results"] == 0 and r["terminal"]
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "SIMULATOR.md").write_text(markdown(results))
+    print(f"written: {path} and {RESULTS / 'SIMULATOR.md'}; all checks {'pass' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    out = [
+        "# Simulator benchmarks",
+        "",
+        "Written by `bench/bench_sim.py` (run it with `make bench`, or the commands below).",
+        f"Machine: {m['cpus']} CPUs, {m['processor']}, Python {m['python']}, "
+        f"{m['platform']}; {m['date']}.",
+        "",
+    ]
+    fig = results.get("figures")
+    if fig:
+        out += [
+            "## The figures of the protocol core: `continuum-1000`",
+            "",
+            "1,000 members (969 executors), 10,000 specs of which 1,500 in workflows, 10% of",
+            "the members crash and restart, 5% message loss (1% duplicated, jitter reorders),",
+            "a partition cutting off 30% for 60 s that heals, 10 joins and 10 revocations,",
+            "clock skew up to 0.5 s.",
+            "",
+            f"Command: `{fig['command']}`",
+            "",
+            "| run | lost | duplicate results | stale-epoch accepts | terminal "
+            "| successful | failed | simulated s | wall s | events | events/wall s | digest |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, key in (
+            ("seed 1", "seed1"),
+            ("seed 1 again", "seed1_again"),
+            ("seed 2", "seed2"),
+        ):
+            r = fig[key]
+            out.append(
+                f"| {label} | {r['lost']} | {r['duplicate_results']} | "
+                f"{r['stale_epoch_accepts']} | {r['terminal']} | {r['processes_successful']} | "
+                f"{r['processes_failed']} | {r['simulated_seconds']:.0f} | "
+                f"{r['wall_seconds']:.0f} | {r['events']:,} | "
+                f"{r['events_per_wall_second']:,} | `{r['trace_digest'][:16]}` |"
+            )
+        out += [
+            "",
+            f"- Same seed, same trace digest: **{fig['same_seed_same_digest']}**.",
+            f"- Different seed, different digest: **{fig['other_seed_other_digest']}**.",
+            "",
+        ]
+    sc = results.get("scaling")
+    if sc:
+        out += [
+            "## How wall time grows with the colony",
+            "",
+            "The `scaling` scenario's workload (2,000 specs, 300 in workflows, 10% crashes,",
+            "5% loss, a partition) on colonies of different sizes.",
+            "",
+            f"Command: `{sc['command']}`",
+            "",
+            "| members | executors | lost | duplicate results | terminal | simulated s "
+            "| wall s | events | events/wall s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sc["runs"]:
+            out.append(
+                f"| {r['nodes']:,} | {r['executors']:,} | {r['lost']} | "
+                f"{r['duplicate_results']} | {r['terminal']} | {r['simulated_seconds']:.0f} | "
+                f"{r['wall_seconds']:.1f} | {r['events']:,} | {r['events_per_wall_second']:,} |"
+            )
+        out += [
+            "",
+            "Wall time grows with the number of events, and most events are gossip",
+            "deliveries: every spec announcement reaches every subscriber of its topic, so",
+            "events grow with members x specs, while protocol messages per process stay",
+            "constant (its k = 5 keepers).",
+            "",
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

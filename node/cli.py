@@ -1,0 +1,120 @@
+"""The ``colonynode`` command line. Today: simulations (``simulate``, ``scenarios``, ``demo``);
+the daemon's commands (init, colony, invite, join, members, start, ...) join it next."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from colonyp2p.errors import ScenarioError
+from colonyp2p.simulations import scenario as scenarios
+from colonyp2p.simulations.engine import Result, Simulation, simulate
+from colonyp2p.simulations.plot import plot
+from colonyp2p.simulations.report import print_violation, summary_table
+
+app = typer.Typer(
+    help="colonyp2p: a peer-to-peer meta-operating system for distributed computing.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _run(name: str, seed: int, quiet: bool) -> Result:
+    try:
+        scenario = scenarios.load(name)
+    except ScenarioError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if quiet:
+        return simulate(scenario, seed)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("processes ended, t={task.fields[t]:.0f}s simulated"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        total = scenario.workload.specs
+        task = bar.add_task(f"simulating {scenario.name}", total=total, t=0.0)
+
+        def progress(sim: Simulation) -> None:
+            bar.update(task, completed=len(sim.checker.terminal), t=sim.now)
+
+        return simulate(scenario, seed, progress)
+
+
+def _report(result: Result, json_out: Path | None, plot_out: Path | None) -> None:
+    console.print(summary_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"summary written to {json_out}")
+    if plot_out is not None:
+        plot(result, plot_out)
+        console.print(f"plot written to {plot_out}")
+    print_violation(console, result)
+    if result.violation is not None or result.lost or not result.terminal:
+        raise typer.Exit(1)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    scenario: Annotated[
+        str, typer.Argument(help="a scenario TOML file, or the name of a shipped scenario")
+    ],
+    seed: Annotated[int, typer.Option(help="the run's seed: same seed, same run")] = 1,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the JSON summary here")
+    ] = None,
+    plot_out: Annotated[
+        Path | None, typer.Option("--plot", help="write a PNG plot of the run here")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run a colony through a scenario in the deterministic simulator and check its invariants.
+
+    Exits 1 when an invariant breaks (printing the seed and the shortest history that
+    shows it), when an acknowledged process is lost, or when the run does not end.
+    """
+    _report(_run(scenario, seed, quiet), json_out, plot_out)
+
+
+@app.command("scenarios")
+def scenarios_cmd() -> None:
+    """List the scenarios that ship with colonyp2p."""
+    table = Table("name", "members", "specs", "faults")
+    for name in scenarios.shipped():
+        s = scenarios.load(name)
+        f = s.faults
+        faults = (
+            f"{f.crash_fraction:.0%} crash, {s.network.loss:.0%} loss, "
+            f"{len(f.partitions)} partition(s), {f.churn.joins}+/{f.churn.revokes}- churn"
+        )
+        table.add_row(name, str(s.nodes), str(s.workload.specs), faults)
+    console.print(table)
+
+
+@app.command("demo")
+def demo_cmd(
+    seed: Annotated[int, typer.Option(help="the run's seed")] = 1,
+    plot_out: Annotated[Path, typer.Option("--plot", help="where to write the plot")] = Path(
+        "out/demo.png"
+    ),
+) -> None:
+    """The README's first command: a simulated 60-member colony doing real protocol work."""
+    _report(_run("demo", seed, quiet=False), Path("out/demo.json"), plot_out)
+
+
+def main() -> None:
+    app()
