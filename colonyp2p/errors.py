@@ -107,3 +107,19 @@ class ScenarioError(ColonyError):
     """A simulation scenario file that cannot be run as written."""
 
     code = "scenario"
+
+
+# --- node storage --------------------------------------------------------------
+
+
+class StoreError(ColonyError):
+    """The node's state database is corrupt, unreadable, from a newer colonyp2p, or was
+    asked to store something it cannot load back."""
+
+    code = "store"
+
+
+class StoreFull(StoreError):
+    """The disk (or the store's size limit) is full; the write was rolled back."""
+
+    code = "store_full"

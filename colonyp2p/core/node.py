@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from colonyp2p import codec
 from colonyp2p.core.client import SUBMISSIONS, ClientRole
 from colonyp2p.core.effects import Effect, Observe, Persist, Publish, Reject, Send, SetTimer
 from colonyp2p.core.executor import ExecutorRole
@@ -254,7 +255,9 @@ class ColonyNode:
         out = self._begin(now)
         value = Outcome(
             "successful" if result.ok else "failed",
-            output=result.output,
+            # as it reads back from disk or the wire (tuples inside become lists), so that
+            # the copy this node keeps compares equal to the copies its peers decode
+            output=tuple(codec.to_data(list(result.output))),
             errors=result.errors,
             executor=self.member_id,
             run_epoch=epoch,

@@ -1,0 +1,248 @@
+"""The node's durable state: the core's Persist effects, kept in one SQLite file.
+
+The protocol is safe only if what a step persists (a keeper's promise, a client's
+unacknowledged submission) survives a crash before any message of that step leaves
+the node. The daemon hands each step's effects to ``Store.apply``, which returns only
+once they are committed, and rebuilds its ``ColonyNode`` from ``Store.load()`` after
+a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from colonyp2p import codec
+from colonyp2p.core.client import SUBMISSIONS
+from colonyp2p.core.effects import Persist
+from colonyp2p.core.keeper import RECORDS
+from colonyp2p.core.messages import StoreSpec
+from colonyp2p.core.node import MEMBERSHIP
+from colonyp2p.core.records import KeeperRecord
+from colonyp2p.errors import StoreError, StoreFull
+from colonyp2p.model.membership import MembershipSet
+
+# The type of what each table the core persists holds. A new table needs a line
+# here; a change that old files cannot be read with also needs SCHEMA_VERSION + 1.
+TABLES: Mapping[str, type[Any]] = {
+    RECORDS: KeeperRecord,
+    SUBMISSIONS: StoreSpec,
+    MEMBERSHIP: MembershipSet,
+}
+
+# Kept in SQLite's header (PRAGMA user_version): it can be read before knowing
+# anything about the tables, and cannot collide with the daemon's meta keys.
+SCHEMA_VERSION = 1
+_SCHEMA = (
+    "CREATE TABLE state (tbl TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
+    " PRIMARY KEY (tbl, key)) WITHOUT ROWID",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+)
+
+
+class Store:
+    """One node's state database. Every method takes a lock, so the daemon may call it
+    from any one worker thread at a time."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tables: Mapping[str, type[Any]] = TABLES,
+        max_pages: int | None = None,  # tests: make the disk "full" at this many pages
+    ) -> None:
+        self.path = Path(path)
+        self._tables = dict(tables)
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # SQLite would create the file under the umask (and its -wal and -shm
+            # files copy the file's mode): create it private first.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise _failure(exc, f"cannot open {self.path}") from exc
+        try:
+            self._setup(db, max_pages)
+        except sqlite3.Error as exc:
+            db.close()
+            raise _failure(exc, f"{self.path} is not a readable colonyp2p store") from exc
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _setup(self, db: sqlite3.Connection, max_pages: int | None) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than the {SCHEMA_VERSION} "
+                "this colonyp2p reads: it was written by a newer colonyp2p; upgrade to open it"
+            )
+        # WAL + FULL: a commit is fsynced before it returns, so it survives SIGKILL and
+        # power loss. A filesystem without WAL support keeps the rollback journal,
+        # which with FULL is just as durable, only slower.
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA fullfsync = ON")  # macOS: fsync alone does not reach the disk
+        if version == 0:
+            with _transaction(db, f"cannot initialise {self.path}"):
+                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise StoreError(f"{self.path} is an SQLite file but not a colonyp2p store")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if max_pages is not None:
+            db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
+
+    # --- the core's state ------------------------------------------------------------
+
+    def apply(self, effects: Iterable[object]) -> None:
+        """Commit every Persist among ``effects`` in one transaction (all or nothing);
+        other effects are ignored. Returns once the commit is durable."""
+        rows = [self._encode(e) for e in effects if isinstance(e, Persist)]
+        if not rows:
+            return
+        with self._lock:
+            db = self._connection()
+            with _transaction(db, f"cannot write to {self.path}"):
+                for table, key, raw in rows:
+                    if raw is None:
+                        db.execute("DELETE FROM state WHERE tbl = ? AND key = ?", (table, key))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO state (tbl, key, value) VALUES (?, ?, ?)",
+                            (table, key, raw),
+                        )
+
+    def _encode(self, effect: Persist) -> tuple[str, str, bytes | None]:
+        table, key, value = effect.table, effect.key, effect.value
+        tp = self._tables.get(table)
+        if tp is None:
+            raise StoreError(
+                f"unknown table {table!r} (known: {', '.join(sorted(self._tables))}); "
+                "register its type in colonyp2p.node.store.TABLES"
+            )
+        if type(key) is not str:
+            raise StoreError(f"{table}: keys are strings, got {type(key).__name__}")
+        if value is None:
+            return table, key, None
+        if not isinstance(value, tp):
+            raise StoreError(f"{table}/{key}: expected a {tp.__name__}, got {type(value).__name__}")
+        # Decode what is about to be stored: a value that encodes but does not decode
+        # (NaN or a non-string map key in an output) would make every restart fail.
+        # Anything may raise here (cbor2, the codec, __post_init__ checks).
+        try:
+            raw = codec.canonical_bytes(value)
+            codec.from_data(tp, codec.loads_canonical(raw), f"{table}/{key}")
+        except Exception as exc:
+            raise StoreError(f"{table}/{key} cannot be stored and loaded back: {exc}") from exc
+        return table, key, raw
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Everything stored, as ``{table: {key: value}}`` (ColonyNode's ``durable``);
+        every known table is present, empty if nothing is stored in it."""
+        with self._lock:
+            db = self._connection()
+            try:
+                rows = db.execute("SELECT tbl, key, value FROM state").fetchall()
+            except sqlite3.Error as exc:
+                raise _failure(exc, f"cannot read {self.path}") from exc
+        out: dict[str, dict[str, Any]] = {table: {} for table in self._tables}
+        for table, key, raw in rows:
+            tp = self._tables.get(table)
+            if tp is None:
+                # Loading without it would restart the node with part of its state missing.
+                raise StoreError(
+                    f"{self.path} holds table {table!r}, unknown to this colonyp2p "
+                    "(written by a newer version?)"
+                )
+            try:
+                out[table][key] = codec.from_data(tp, codec.loads_canonical(raw), f"{table}/{key}")
+            except Exception as exc:
+                raise StoreError(f"{self.path}: {table}/{key} is unreadable: {exc}") from exc
+        return out
+
+    # --- the daemon's own settings -----------------------------------------------------
+
+    def get_meta(self, key: str) -> bytes | None:
+        with self._lock:
+            db = self._connection()
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise _failure(exc, f"cannot read {self.path}") from exc
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Store a setting durably (returns once committed)."""
+        if type(value) is not bytes:
+            raise StoreError(f"meta/{key}: values are bytes, got {type(value).__name__}")
+        with self._lock:
+            db = self._connection()
+            with _transaction(db, f"cannot write to {self.path}"):
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, doing: str) -> Iterator[None]:
+    """BEGIN ... COMMIT, rolled back on any error, with SQLite's errors made StoreErrors."""
+    try:
+        # IMMEDIATE takes the write lock up front, so a busy database fails the call
+        # before anything is written rather than at COMMIT.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself on some errors (a full disk among them).
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise _failure(exc, doing) from exc
+
+
+def _failure(exc: OSError | sqlite3.Error, doing: str) -> StoreError:
+    if isinstance(exc, OSError):
+        full = exc.errno == errno.ENOSPC
+    else:
+        # SQLite reports ENOSPC as SQLITE_FULL too.
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        full = code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    if full:
+        return StoreFull(f"{doing}: the disk is full ({exc}); nothing was written")
+    return StoreError(f"{doing}: {exc}")
