@@ -173,10 +173,11 @@ def markdown(results: dict[str, Any]) -> str:
             )
         out += [
             "",
-            "Wall time grows with the number of events, and most events are gossip",
-            "deliveries: every spec announcement reaches every subscriber of its topic, so",
-            "events grow with members x specs, while protocol messages per process stay",
-            "constant (its k = 5 keepers).",
+            "Wall time grows faster than the event count: an announcement is one event",
+            "but is handed to every subscriber of its topic (a spec's executor type), and",
+            "every member's keeper ticks once a simulated second, so the work per event",
+            "grows with the colony; protocol messages per process stay constant (its k = 5",
+            "keepers).",
             "",
         ]
     return "\n".join(out)

@@ -287,7 +287,7 @@ class KeeperRole:
         node.observe(
             "decided", rec.pid, {"epoch": epoch, "kind": value.kind, "value": value_id(value)}
         )
-        status = self._status(rec, now)
+        status = self.status(rec, now)
         for watcher in self._watchers.pop(rec.pid, []):
             node.send(watcher, status)
         if value.kind == "moved":
@@ -310,9 +310,9 @@ class KeeperRole:
             watchers = self._watchers.setdefault(msg.pid, [])
             if sender not in watchers:
                 watchers.append(sender)
-        self.node.send(sender, self._status(rec, now))
+        self.node.send(sender, self.status(rec, now))
 
-    def _status(self, rec: KeeperRecord, now: float) -> Status:
+    def status(self, rec: KeeperRecord, now: float) -> Status:
         decided = rec.decided
         return Status(
             pid=rec.pid,

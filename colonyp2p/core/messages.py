@@ -250,7 +250,15 @@ class MembershipAnnounce:
     membership: MembershipSet
 
 
-Announcement = SpecAnnounce | AdAnnounce | MembershipAnnounce
+@dataclass(frozen=True, slots=True)
+class PeerAddrs:
+    """Where the publishing member listens (libp2p multiaddrs). The daemons keep address
+    books with these; the protocol core ignores them."""
+
+    addrs: tuple[str, ...]
+
+
+Announcement = SpecAnnounce | AdAnnounce | MembershipAnnounce | PeerAddrs
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
@@ -277,5 +285,6 @@ MESSAGE_TYPES: dict[str, type] = {
         SpecAnnounce,
         AdAnnounce,
         MembershipAnnounce,
+        PeerAddrs,
     )
 }

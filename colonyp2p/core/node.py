@@ -355,3 +355,8 @@ class ColonyNode:
 
     def record(self, pid: str) -> KeeperRecord | None:
         return self.keeper.records.get(pid)
+
+    def status(self, pid: str, now: float) -> Status | None:
+        """What this node, as a keeper, knows of a process (None if it keeps no record)."""
+        rec = self.keeper.records.get(pid)
+        return None if rec is None else self.keeper.status(rec, now)
