@@ -123,3 +123,27 @@ class StoreFull(StoreError):
     """The disk (or the store's size limit) is full; the write was rolled back."""
 
     code = "store_full"
+
+
+# --- local HTTP API ------------------------------------------------------------
+
+
+class ApiError(ColonyError):
+    """The node's local API refused a request or could not be reached.
+
+    ``status`` is the HTTP status (0 when no answer came) and ``remote_code`` the
+    ``error.code`` the node answered with, so that tools can branch on either.
+    """
+
+    code = "api"
+
+    def __init__(self, message: str, status: int = 0, remote_code: str = "") -> None:
+        self.status = status
+        self.remote_code = remote_code
+        super().__init__(message)
+
+
+class DaemonNotRunning(ApiError):
+    """Nothing listens on the local API's address: the node daemon is not started."""
+
+    code = "daemon_not_running"

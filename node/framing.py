@@ -1,4 +1,5 @@
-"""Length-prefixed frames on a libp2p stream: a 4-byte big-endian length, then that many bytes.
+"""Length-prefixed frames on a libp2p stream (a 4-byte big-endian length, then that many
+bytes), and ending a stream without raising.
 
 A colony stream carries many envelopes, one after another, and py-libp2p gives no
 message boundaries: ``read(n)`` returns whatever the muxer has buffered, and a peer's
@@ -8,13 +9,17 @@ boundaries, and it lets a reader refuse an oversize frame before buffering it.
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any
 
+import trio
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.stream_muxer.exceptions import MuxedStreamEOF
 
 from colonyp2p.errors import OversizeMessage
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
@@ -65,3 +70,21 @@ async def _read_exactly(stream: Any, n: int, *, eof_ok: bool) -> bytes | None:
             raise IncompleteFrame(f"stream ended after {len(buf)} of {n} bytes")
         buf += chunk
     return bytes(buf)
+
+
+async def reset_stream(stream: Any) -> None:
+    """Abort ``stream`` in both directions; never raises, even when cancelled."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            await stream.reset()
+        except Exception as exc:
+            log.debug("stream reset failed: %r", exc)
+
+
+async def close_stream(stream: Any) -> None:
+    """End ``stream`` politely; never raises, even when cancelled."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            await stream.close()
+        except Exception as exc:
+            log.debug("stream close failed: %r", exc)

@@ -1,0 +1,430 @@
+"""The colonynode daemon: the trio + libp2p driver of the protocol core.
+
+One task owns the ``ColonyNode``: it takes inputs (verified messages and
+announcements from the transport, finished executions, local commands) from one
+channel, in batches, runs them through the core with the wall clock, and carries
+out the effects: first every Persist of the batch in one SQLite transaction, then
+the sends, publications, timers and executions. Nothing is sent before what it
+depends on is on disk, so a daemon killed with SIGKILL loses nothing it
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from colonyp2p.core.effects import (
+    CancelExecution,
+    Effect,
+    Observe,
+    Persist,
+    Publish,
+    Reject,
+    Send,
+    SetTimer,
+    StartExecution,
+)
+from colonyp2p.core.messages import (
+    Announcement,
+    Message,
+    PeerAddrs,
+    Query,
+    SpecAnnounce,
+    Status,
+)
+from colonyp2p.core.node import MEMBERSHIP, ColonyNode, ExecutionResult
+from colonyp2p.core.params import Params
+from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
+from colonyp2p.errors import ColonyError
+from colonyp2p.executors.python import Registry, builtin
+from colonyp2p.identity import Identity
+from colonyp2p.model.ads import ExecutorAd, Hardware
+from colonyp2p.model.membership import MembershipSet
+from colonyp2p.model.signed import SignedSpec
+from colonyp2p.node.home import Config, Home
+from colonyp2p.node.store import Store
+from colonyp2p.node.transport import Transport
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("colonyp2p.daemon")
+
+BATCH = 256  # inputs run through the core per persistence round
+ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
+PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
+EVENTS_KEPT = 10_000
+
+
+class NotInAColony(ColonyError):
+    code = "not_in_colony"
+
+
+@dataclass(frozen=True)
+class _Input:
+    kind: str  # message, announcement, done, call
+    a: Any = None
+    b: Any = None
+    c: Any = None
+
+
+class Daemon:
+    """A running member. ``await nursery.start(daemon.run)`` returns once it listens."""
+
+    def __init__(
+        self,
+        home: Home,
+        *,
+        params: Params | None = None,
+        registry: Registry | None = None,
+        listen: list[str] | None = None,
+    ) -> None:
+        self.home = home
+        self.identity: Identity = home.identity()
+        self.config: Config = home.config()
+        self.params = params or Params()
+        self.registry = registry or self._registry(self.config)
+        self.listen = listen or self.config.listen
+        self.store = Store(home.state_path)
+        self.node: ColonyNode | None = None
+        self.transport: Transport | None = None
+        send, recv = trio.open_memory_channel[_Input](math.inf)
+        self._inbox_send, self._inbox = send, recv
+        self._timers: list[tuple[float, int, tuple[Any, ...]]] = []
+        self._timer_seq = 0
+        self._outboxes: dict[str, trio.MemorySendChannel[Message]] = {}
+        pub_send, pub_recv = trio.open_memory_channel[tuple[str, Announcement]](math.inf)
+        self._publish_send, self._publish_recv = pub_send, pub_recv
+        self._runs: dict[tuple[str, int], trio.CancelScope] = {}
+        self._status_waiters: dict[str, list[trio.MemorySendChannel[Status]]] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.event_seq = 0
+        self._event_added = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.started_at = 0.0
+
+    @staticmethod
+    def _registry(config: Config) -> Registry:
+        ex = config.executor
+        registry = builtin() if ex is None or ex.builtin else Registry()
+        if ex is not None:
+            registry.load(ex.functions)
+        return registry
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def _ad(self, membership: MembershipSet) -> ExecutorAd | None:
+        ex = self.config.executor
+        if ex is None or membership.role_of(self.identity.member_id) not in (
+            "owner",
+            "admin",
+            "executor",
+        ):
+            return None
+        return ExecutorAd.create(
+            self.identity,
+            time.time(),
+            executortype=ex.type,
+            name=ex.name or platform.node() or self.identity.member_id[-8:],
+            functions=self.registry.names,
+            location=ex.location,
+            platform=platform.system().lower(),
+            architecture=platform.machine(),
+            hardware=Hardware(cores=os.cpu_count() or 1, memory=_memory()),
+            capacity=ex.capacity,
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        durable = await trio.to_thread.run_sync(self.store.load)
+        membership = durable.get(MEMBERSHIP, {}).get("current")
+        if not isinstance(membership, MembershipSet):
+            raise NotInAColony(
+                "this node is not in a colony yet: run `colonynode colony create NAME` "
+                "or `colonynode join COLONY_ID --ticket T`"
+            )
+        ad = self._ad(membership)
+        node = self.node = ColonyNode(
+            self.identity.member_id, membership, self.params, ad=ad, durable=durable
+        )
+        colony_id = membership.colony_id
+        transport = self.transport = Transport(
+            self.identity,
+            colony_id,
+            is_member=lambda m: node.membership.is_member(m),
+            on_message=self._on_message,
+            on_announcement=self._on_announcement,
+            listen_addrs=self.listen,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(transport.run)
+                for topic in subscriptions(colony_id, ad):
+                    await transport.subscribe(topic)
+                for addr in self.config.bootstrap:
+                    await self._connect(addr)
+                self.started_at = time.time()
+                await self._carry_out(node.start(self.started_at))
+                nursery.start_soon(self._core_loop)
+                nursery.start_soon(self._publisher)
+                nursery.start_soon(self._announce_addrs)
+                self._event("started", "", {"member": self.identity.member_id})
+                log.info("member %s listening on %s", node.member_id, transport.addrs)
+                task_status.started()
+        finally:
+            await trio.to_thread.run_sync(self.store.close)
+
+    async def _connect(self, addr: str) -> None:
+        assert self.transport is not None
+        try:
+            await self.transport.connect(addr)
+        except ColonyError as exc:
+            log.warning("bootstrap %s unreachable: %s", addr, exc)
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def _on_message(self, sender: str, msg: Message) -> None:
+        if isinstance(msg, Status):
+            for waiter in self._status_waiters.get(msg.pid, ()):
+                waiter.send_nowait(msg)
+        self._inbox_send.send_nowait(_Input("message", sender, msg))
+
+    def _on_announcement(self, publisher: str, item: Announcement) -> None:
+        if isinstance(item, PeerAddrs):
+            if self.transport is not None:
+                try:
+                    self.transport.add_addrs(publisher, item.addrs)
+                except ValueError as exc:
+                    log.warning("bad addresses from %s: %s", publisher, exc)
+            return
+        self._inbox_send.send_nowait(_Input("announcement", publisher, item))
+
+    async def call(self, fn: Callable[[ColonyNode, float], list[Effect]]) -> list[Effect]:
+        """Run a local command through the core (in the core task) and wait for it."""
+        done_send, done_recv = trio.open_memory_channel[list[Effect]](1)
+        self._inbox_send.send_nowait(_Input("call", fn, done_send))
+        async with done_recv:
+            return await done_recv.receive()
+
+    # --- the core task ---------------------------------------------------------------
+
+    async def _core_loop(self) -> None:
+        node = self.node
+        assert node is not None
+        while True:
+            batch: list[_Input] = []
+            deadline = self._next_timer_deadline()
+            with trio.move_on_at(deadline):
+                batch.append(await self._inbox.receive())
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = time.time()
+            effects: list[Effect] = []
+            replies: list[tuple[trio.MemorySendChannel[list[Effect]], list[Effect]]] = []
+            for item in batch:
+                out = self._step(node, item, now)
+                if item.kind == "call":
+                    replies.append((item.b, out))
+                effects.extend(out)
+            while self._timers and self._timers[0][0] <= now:
+                _, _, key = heapq.heappop(self._timers)
+                effects.extend(node.on_timer(key, now))
+            await self._carry_out(effects)
+            for reply, out in replies:
+                reply.send_nowait(out)
+
+    def _step(self, node: ColonyNode, item: _Input, now: float) -> list[Effect]:
+        if item.kind == "message":
+            return node.on_message(item.a, item.b, now)
+        if item.kind == "announcement":
+            return node.on_announcement(item.a, item.b, now)
+        if item.kind == "done":
+            return node.on_execution_done(item.a, item.b, item.c, now)
+        if item.kind == "call":
+            try:
+                return item.a(node, now)  # type: ignore[no-any-return]
+            except ColonyError as exc:
+                log.info("command refused: %s", exc)
+                return []
+        raise AssertionError(item.kind)
+
+    def _next_timer_deadline(self) -> float:
+        if not self._timers:
+            return math.inf
+        return trio.current_time() + max(0.0, self._timers[0][0] - time.time())
+
+    async def _carry_out(self, effects: list[Effect]) -> None:
+        persists = [e for e in effects if isinstance(e, Persist)]
+        if persists:
+            # Durable before anything of the step leaves: a full disk stops the daemon
+            # here, before it acknowledged or promised what it could not keep.
+            await trio.to_thread.run_sync(self.store.apply, persists)
+        for e in effects:
+            if isinstance(e, Send):
+                self._outbox(e.to).send_nowait(e.msg)
+            elif isinstance(e, Publish):
+                self._publish_send.send_nowait((self._topic(e.item), e.item))
+            elif isinstance(e, SetTimer):
+                self._timer_seq += 1
+                heapq.heappush(self._timers, (e.at, self._timer_seq, e.key))
+            elif isinstance(e, StartExecution):
+                self._start(e)
+            elif isinstance(e, CancelExecution):
+                scope = self._runs.pop((e.pid, e.epoch), None)
+                if scope is not None:
+                    scope.cancel()
+                    self._event("cancelled", e.pid, {"epoch": e.epoch, "reason": e.reason})
+            elif isinstance(e, Observe):
+                self._event(e.kind, e.pid, e.data)
+            elif isinstance(e, Reject):
+                log.debug("refused: %s %s", e.code, e.detail)
+
+    def _topic(self, item: Announcement) -> str:
+        assert self.node is not None
+        colony = self.node.membership.colony_id
+        if isinstance(item, SpecAnnounce):
+            return spec_topic(colony, item.spec.spec)
+        return colony_topic(colony)
+
+    # --- network tasks ---------------------------------------------------------------
+
+    def _outbox(self, to: str) -> trio.MemorySendChannel[Message]:
+        box = self._outboxes.get(to)
+        if box is None:
+            send, recv = trio.open_memory_channel[Message](math.inf)
+            box = self._outboxes[to] = send
+            assert self._nursery is not None
+            self._nursery.start_soon(self._sender, to, recv)
+        return box
+
+    async def _sender(self, to: str, recv: trio.MemoryReceiveChannel[Message]) -> None:
+        # one task per peer: a slow or unreachable peer delays only its own messages
+        assert self.transport is not None
+        async for msg in recv:
+            await self.transport.send(to, msg)
+
+    async def _publisher(self) -> None:
+        assert self.transport is not None
+        async for topic, item in self._publish_recv:
+            await self.transport.publish(topic, item)
+            await trio.sleep(1.0 / PUBLISH_RATE)
+
+    async def _announce_addrs(self) -> None:
+        assert self.transport is not None and self.node is not None
+        while True:
+            addrs = tuple(self.transport.addrs)
+            if addrs:
+                self._publish_send.send_nowait(
+                    (colony_topic(self.node.membership.colony_id), PeerAddrs(addrs))
+                )
+            await trio.sleep(ADDRS_EVERY)
+
+    # --- executions ------------------------------------------------------------------
+
+    def _start(self, e: StartExecution) -> None:
+        scope = trio.CancelScope()
+        self._runs[(e.pid, e.epoch)] = scope
+        self._event("running", e.pid, {"epoch": e.epoch, "funcname": e.spec.spec.funcname})
+        assert self._nursery is not None
+        self._nursery.start_soon(self._execute, e, scope)
+
+    async def _execute(self, e: StartExecution, scope: trio.CancelScope) -> None:
+        spec = e.spec.spec
+        result = None
+        with scope:
+            run = await self.registry.run(spec.funcname, spec.args, spec.kwargs, e.inputs)
+            result = ExecutionResult(run.ok, run.output, run.errors)
+        self._runs.pop((e.pid, e.epoch), None)
+        if result is not None:
+            self._inbox_send.send_nowait(_Input("done", e.pid, e.epoch, result))
+
+    # --- what the local API asks -----------------------------------------------------
+
+    async def submit(self, specs: tuple[SignedSpec, ...]) -> None:
+        await self.call(lambda node, now: node.submit_workflow(specs, now))
+
+    async def status_of(self, pid: str, timeout: float = 2.0) -> Status | None:
+        """Ask the process's keepers (or our own record) where it stands."""
+        node = self.node
+        assert node is not None and self.transport is not None
+        rec = node.record(pid)
+        if rec is not None and rec.decided is not None and rec.decided.kind != "moved":
+            return node.status(pid, time.time())
+        send, recv = trio.open_memory_channel[Status](16)
+        self._status_waiters.setdefault(pid, []).append(send)
+        best: Status | None = None
+        try:
+            for keeper in node.keepers_for(pid):
+                if keeper == node.member_id:
+                    if rec is not None:
+                        best = node.status(pid, time.time())
+                    continue
+                self._outbox(keeper).send_nowait(Query(pid))
+            with trio.move_on_after(timeout):
+                async for status in recv:
+                    if not status.known:
+                        continue
+                    if best is None or _rank(status) > _rank(best):
+                        best = status
+                    if status.decided is not None and status.decided.kind != "moved":
+                        break
+        finally:
+            self._status_waiters[pid].remove(send)
+            if not self._status_waiters[pid]:
+                del self._status_waiters[pid]
+        return best
+
+    def _event(self, kind: str, pid: str, data: dict[str, Any]) -> None:
+        self.event_seq += 1
+        event = {"seq": self.event_seq, "t": time.time(), "kind": kind, "pid": pid}
+        for k, v in data.items():
+            event["outcome" if k == "kind" else k] = _jsonable(v)
+        self.events.append(event)
+        log.info("%s", json.dumps(event, sort_keys=True))
+        self._event_added.set()
+        self._event_added = trio.Event()
+
+    async def wait_event(self) -> None:
+        await self._event_added.wait()
+
+
+def _rank(status: Status) -> int:
+    if status.decided is not None and status.decided.kind != "moved":
+        return 3
+    return {"running": 2, "waiting": 1}.get(status.state, 0)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def _memory() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
