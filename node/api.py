@@ -73,6 +73,20 @@ class ApiBackend(Protocol):
         """Cancel on ``member``'s behalf; None if there is no such process (404)."""
         ...
 
+    async def invite(self, request: dict[str, Any], member: str) -> dict[str, Any]:
+        """A single-use join ticket ({"role", "valid_for"} seconds); {"ticket": ...}."""
+        ...
+
+    async def approve(
+        self, member_id: str, request: dict[str, Any], member: str
+    ) -> dict[str, Any] | None:
+        """Admit a device that asked to join; None if it did not ask (404)."""
+        ...
+
+    async def revoke(self, member_id: str, member: str) -> dict[str, Any] | None:
+        """Remove a member; None if there is no such member (404)."""
+        ...
+
     def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
         """Events (process state changes, logs) after sequence number ``since``, in
         order, then new ones as they happen; the server closes it when the client leaves."""
@@ -95,6 +109,9 @@ class Limits:
 ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/v1/status", "status"),
     ("GET", "/v1/members", "members"),
+    ("POST", "/v1/members/invite", "invite"),
+    ("POST", "/v1/members/{pid}/approve", "approve"),
+    ("POST", "/v1/members/{pid}/revoke", "revoke"),
     ("GET", "/v1/processes", "processes"),
     ("POST", "/v1/processes", "submit"),
     ("POST", "/v1/workflows", "submit_workflow"),
@@ -241,14 +258,21 @@ class ApiServer:
             return 201, await backend.submit(request.json_object(), request.member)
         if handler == "submit_workflow":
             return 201, await backend.submit_workflow(request.json_object(), request.member)
+        if handler == "invite":
+            return 201, await backend.invite(request.json_object(), request.member)
         if handler == "process":
             found = await backend.process(request.pid)
+        elif handler == "approve":
+            found = await backend.approve(request.pid, request.json_object(), request.member)
+        elif handler == "revoke":
+            found = await backend.revoke(request.pid, request.member)
         elif handler == "cancel":
             found = await backend.cancel(request.pid, request.member)
         else:
             raise AssertionError(f"no handler {handler}")
         if found is None:
-            _refuse(404, "not_found", f"no process {request.pid}")
+            what = "member" if handler in ("approve", "revoke") else "process"
+            _refuse(404, "not_found", f"no {what} {request.pid}")
         return 200, found
 
 

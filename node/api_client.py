@@ -63,6 +63,19 @@ class ApiClient:
     def members(self) -> dict[str, Any]:
         return self._object(self._call("GET", "/v1/members"))
 
+    def invite(self, role: str, valid_for: float) -> dict[str, Any]:
+        """A single-use ticket for a device to join as ``role`` within ``valid_for`` seconds."""
+        body = {"role": role, "valid_for": valid_for}
+        return self._object(self._call("POST", "/v1/members/invite", body=body))
+
+    def approve(self, member_id: str, role: str) -> dict[str, Any]:
+        path = f"/v1/members/{_segment(member_id)}/approve"
+        return self._object(self._call("POST", path, body={"role": role}))
+
+    def revoke(self, member_id: str) -> dict[str, Any]:
+        path = f"/v1/members/{_segment(member_id)}/revoke"
+        return self._object(self._call("POST", path, body={}))
+
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Submit a ColonyOS function spec; the answer holds the new process's ``pid``."""
         return self._object(self._call("POST", "/v1/processes", body=spec))

@@ -1,5 +1,5 @@
-"""The ``colonynode`` command line. Today: simulations (``simulate``, ``scenarios``, ``demo``);
-the daemon's commands (init, colony, invite, join, members, start, ...) join it next."""
+"""The ``colonynode`` command line: simulations here (``simulate``, ``scenarios``, ``demo``),
+a device's life in a colony in ``cli_node``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from colonyp2p.errors import ScenarioError
+from colonyp2p.node.cli_node import register
 from colonyp2p.simulations import scenario as scenarios
 from colonyp2p.simulations.engine import Result, Simulation, simulate
 from colonyp2p.simulations.plot import plot
@@ -116,5 +117,12 @@ def demo_cmd(
     _report(_run("demo", seed, quiet=False), Path("out/demo.json"), plot_out)
 
 
+register(app)
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,11 @@ from colonyp2p.node.home import Home
 from colonyp2p.node.store import Store
 
 
+def history_key(membership: MembershipSet) -> str:
+    """Where each membership version is kept, beside "current" (the daemon keeps them too)."""
+    return f"v{membership.version:012d}"
+
+
 class ColonyExists(ColonyError):
     code = "colony_exists"
 
@@ -30,6 +35,16 @@ def create(home: Home, name: str, members: list[Member] | None = None, now: floa
     return genesis.colony_id
 
 
+def adopt_chain(home: Home, chain: tuple[MembershipSet, ...]) -> None:
+    """Record a verified chain received when joining (genesis first)."""
+    with Store(home.state_path) as store:
+        store.apply([Persist(MEMBERSHIP, history_key(m), m) for m in chain])
+        store.apply([Persist(MEMBERSHIP, "current", chain[-1])])
+    config = home.config()
+    config.colony_id = chain[-1].colony_id
+    home.save_config(config)
+
+
 def adopt(home: Home, membership: MembershipSet) -> None:
     """Record ``membership`` as this node's current set (after checking it)."""
     current = current_membership(home)
@@ -43,6 +58,7 @@ def adopt(home: Home, membership: MembershipSet) -> None:
         current.verify_successor(membership)
     with Store(home.state_path) as store:
         store.apply([Persist(MEMBERSHIP, "current", membership)])
+        store.apply([Persist(MEMBERSHIP, history_key(membership), membership)])
     config = home.config()
     config.colony_id = membership.colony_id
     home.save_config(config)

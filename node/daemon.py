@@ -21,9 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
+from outcome import Error, Outcome, Value
 
 from colonyp2p.core.effects import (
     CancelExecution,
@@ -53,6 +54,10 @@ from colonyp2p.identity import Identity
 from colonyp2p.model.ads import ExecutorAd, Hardware
 from colonyp2p.model.membership import MembershipSet
 from colonyp2p.model.signed import SignedSpec
+from colonyp2p.node import api
+from colonyp2p.node.admission import Admission, serve_joins
+from colonyp2p.node.backend import DaemonBackend
+from colonyp2p.node.colony import history_key
 from colonyp2p.node.home import Config, Home
 from colonyp2p.node.store import Store
 from colonyp2p.node.transport import Transport
@@ -61,11 +66,15 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger("colonyp2p.daemon")
+T = TypeVar("T")
 
 BATCH = 256  # inputs run through the core per persistence round
 ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
+
+
+HISTORY = "v"
 
 
 class NotInAColony(ColonyError):
@@ -114,6 +123,10 @@ class Daemon:
         self._event_added = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.started_at = 0.0
+        self.api_port = 0
+        self._chain: list[MembershipSet] = []
+        self._membership_changed = False
+        self.admission = Admission(self)
 
     @staticmethod
     def _registry(config: Config) -> Registry:
@@ -137,7 +150,7 @@ class Daemon:
             self.identity,
             time.time(),
             executortype=ex.type,
-            name=ex.name or platform.node() or self.identity.member_id[-8:],
+            name=ex.name or f"{platform.node() or 'node'}-{self.identity.member_id[-6:]}",
             functions=self.registry.names,
             location=ex.location,
             platform=platform.system().lower(),
@@ -148,7 +161,9 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         durable = await trio.to_thread.run_sync(self.store.load)
-        membership = durable.get(MEMBERSHIP, {}).get("current")
+        saved = durable.get(MEMBERSHIP, {})
+        self._chain = [saved[k] for k in sorted(saved) if k.startswith(HISTORY)]
+        membership = saved.get("current")
         if not isinstance(membership, MembershipSet):
             raise NotInAColony(
                 "this node is not in a colony yet: run `colonynode colony create NAME` "
@@ -171,6 +186,10 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(transport.run)
+                serve_joins(transport, self.admission.handle)
+                self.api_port = await nursery.start(
+                    api.serve, DaemonBackend(self), "127.0.0.1", self.config.api_port
+                )
                 for topic in subscriptions(colony_id, ad):
                     await transport.subscribe(topic)
                 for addr in self.config.bootstrap:
@@ -181,9 +200,19 @@ class Daemon:
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._announce_addrs)
                 self._event("started", "", {"member": self.identity.member_id})
+                self.home.publish_runtime(
+                    {
+                        "pid": os.getpid(),
+                        "api": f"http://127.0.0.1:{self.api_port}",
+                        "member_id": node.member_id,
+                        "colony_id": colony_id,
+                        "addrs": transport.addrs,
+                    }
+                )
                 log.info("member %s listening on %s", node.member_id, transport.addrs)
                 task_status.started()
         finally:
+            self.home.clear_runtime()
             await trio.to_thread.run_sync(self.store.close)
 
     async def _connect(self, addr: str) -> None:
@@ -211,12 +240,14 @@ class Daemon:
             return
         self._inbox_send.send_nowait(_Input("announcement", publisher, item))
 
-    async def call(self, fn: Callable[[ColonyNode, float], list[Effect]]) -> list[Effect]:
-        """Run a local command through the core (in the core task) and wait for it."""
-        done_send, done_recv = trio.open_memory_channel[list[Effect]](1)
+    async def call(self, fn: Callable[[ColonyNode, float], tuple[list[Effect], T]]) -> T:
+        """Run ``fn`` on the core in the core task, carry out the effects it returns, and
+        give back its value (or raise its exception)."""
+        done_send, done_recv = trio.open_memory_channel[Outcome[T]](1)
         self._inbox_send.send_nowait(_Input("call", fn, done_send))
         async with done_recv:
-            return await done_recv.receive()
+            result = await done_recv.receive()
+        return result.unwrap()
 
     # --- the core task ---------------------------------------------------------------
 
@@ -235,11 +266,17 @@ class Daemon:
                     break
             now = time.time()
             effects: list[Effect] = []
-            replies: list[tuple[trio.MemorySendChannel[list[Effect]], list[Effect]]] = []
+            replies: list[tuple[trio.MemorySendChannel[Outcome[Any]], Outcome[Any]]] = []
             for item in batch:
-                out = self._step(node, item, now)
                 if item.kind == "call":
-                    replies.append((item.b, out))
+                    try:
+                        out, value = item.a(node, now)
+                    except Exception as exc:
+                        replies.append((item.b, Error(exc)))
+                        continue
+                    replies.append((item.b, Value(value)))
+                else:
+                    out = self._step(node, item, now)
                 effects.extend(out)
             while self._timers and self._timers[0][0] <= now:
                 _, _, key = heapq.heappop(self._timers)
@@ -255,12 +292,6 @@ class Daemon:
             return node.on_announcement(item.a, item.b, now)
         if item.kind == "done":
             return node.on_execution_done(item.a, item.b, item.c, now)
-        if item.kind == "call":
-            try:
-                return item.a(node, now)  # type: ignore[no-any-return]
-            except ColonyError as exc:
-                log.info("command refused: %s", exc)
-                return []
         raise AssertionError(item.kind)
 
     def _next_timer_deadline(self) -> float:
@@ -270,6 +301,12 @@ class Daemon:
 
     async def _carry_out(self, effects: list[Effect]) -> None:
         persists = [e for e in effects if isinstance(e, Persist)]
+        for p in list(persists):
+            if p.table == MEMBERSHIP and isinstance(p.value, MembershipSet):
+                # every version, for the chain a joining device verifies from the genesis
+                persists.append(Persist(MEMBERSHIP, history_key(p.value), p.value))
+                self._chain.append(p.value)
+                self._membership_changed = True
         if persists:
             # Durable before anything of the step leaves: a full disk stops the daemon
             # here, before it acknowledged or promised what it could not keep.
@@ -293,6 +330,10 @@ class Daemon:
                 self._event(e.kind, e.pid, e.data)
             elif isinstance(e, Reject):
                 log.debug("refused: %s %s", e.code, e.detail)
+        if self._membership_changed and self.transport is not None:
+            self._membership_changed = False
+            # a revoked member loses its connections (and with them its gossip) at once
+            await self.transport.drop_non_members()
 
     def _topic(self, item: Announcement) -> str:
         assert self.node is not None
@@ -355,8 +396,8 @@ class Daemon:
 
     # --- what the local API asks -----------------------------------------------------
 
-    async def submit(self, specs: tuple[SignedSpec, ...]) -> None:
-        await self.call(lambda node, now: node.submit_workflow(specs, now))
+    async def submit_signed(self, specs: tuple[SignedSpec, ...]) -> None:
+        await self.call(lambda node, now: (node.submit_workflow(specs, now), None))
 
     async def status_of(self, pid: str, timeout: float = 2.0) -> Status | None:
         """Ask the process's keepers (or our own record) where it stands."""
@@ -388,6 +429,11 @@ class Daemon:
             if not self._status_waiters[pid]:
                 del self._status_waiters[pid]
         return best
+
+    def membership_chain(self) -> tuple[MembershipSet, ...]:
+        """Every membership version this node adopted, oldest first (from the genesis
+        for the founder and for members that joined with a chain)."""
+        return tuple(self._chain)
 
     def _event(self, kind: str, pid: str, data: dict[str, Any]) -> None:
         self.event_seq += 1

@@ -81,7 +81,25 @@ _PID = {
     "schema": {"type": "string", "maxLength": 128},
 }
 
+_MEMBER = {
+    "name": "pid",
+    "in": "path",
+    "required": True,
+    "description": "The member id (a libp2p PeerID).",
+    "schema": {"type": "string", "maxLength": 128},
+}
+_ROLE = {"type": "string", "enum": ["admin", "executor", "user"]}
+
 _SCHEMAS: dict[str, Any] = {
+    "Invite": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": _ROLE,
+            "valid_for": {"type": "number", "description": "Seconds (default one day)."},
+        },
+    },
+    "Approve": {"type": "object", "properties": {"role": _ROLE}},
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -180,6 +198,32 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/members": {
             "get": _operation("The colony's membership set", _json(free_form, "Members."), ())
+        },
+        "/v1/members/invite": {
+            "post": _operation(
+                "Issue a single-use join ticket",
+                _json(free_form, "The ticket, for `colonynode join --ticket`."),
+                (400, 403, 413),
+                status=201,
+                body=("Invite", "The role to invite as and how long the ticket is valid."),
+            )
+        },
+        "/v1/members/{pid}/approve": {
+            "post": _operation(
+                "Admit a device that asked to join",
+                _json(free_form, "The new membership set."),
+                (400, 403, 404, 413),
+                parameters=[_MEMBER],
+                body=("Approve", "The role to give."),
+            )
+        },
+        "/v1/members/{pid}/revoke": {
+            "post": _operation(
+                "Revoke a member",
+                _json(free_form, "The new membership set."),
+                (400, 403, 404, 413),
+                parameters=[_MEMBER],
+            )
         },
         "/v1/processes": {
             "get": _operation(

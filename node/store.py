@@ -191,6 +191,25 @@ class Store:
             with _transaction(db, f"cannot write to {self.path}"):
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def meta_items(self, prefix: str) -> dict[str, bytes]:
+        """Every setting whose key starts with ``prefix``."""
+        with self._lock:
+            db = self._connection()
+            try:
+                rows = db.execute(
+                    "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                    (len(prefix), prefix),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise _failure(exc, f"cannot read {self.path}") from exc
+        return {str(k): bytes(v) for k, v in rows}
+
+    def delete_meta(self, key: str) -> None:
+        with self._lock:
+            db = self._connection()
+            with _transaction(db, f"cannot write to {self.path}"):
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # --- life cycle --------------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:

@@ -99,6 +99,20 @@ class FakeBackend:
         self.procs[pid]["state"] = "failed"
         return self.procs[pid]
 
+    async def invite(self, request: dict[str, Any], member: str) -> dict[str, Any]:
+        self._called("invite", request, member)
+        return {"ticket": "colony-ticket:x", "role": request["role"]}
+
+    async def approve(
+        self, member_id: str, request: dict[str, Any], member: str
+    ) -> dict[str, Any] | None:
+        self._called("approve", member_id, request, member)
+        return {"version": 3} if member_id == "asked" else None
+
+    async def revoke(self, member_id: str, member: str) -> dict[str, Any] | None:
+        self._called("revoke", member_id, member)
+        return {"version": 4} if member_id in self.members_ids else None
+
     async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
         self._called("events", since)
         try:
@@ -250,6 +264,37 @@ async def test_every_route_answers_a_member(api: Api) -> None:
     assert ("submit_workflow", WORKFLOW, me) in calls
     assert ("processes", None) in calls and ("processes", "waiting") in calls
     assert ("cancel", "p1", me) in calls
+
+
+async def test_membership_routes_reach_the_backend(api: Api) -> None:
+    me = MEMBER.member_id
+
+    def session() -> dict[str, Any]:
+        with api.client() as client:
+            out: dict[str, Any] = {
+                "invite": client.invite("executor", 3600),
+                "approve": client.approve("asked", "user"),
+                "revoke": client.revoke(me),
+            }
+            calls: list[tuple[str, Callable[[], object]]] = [
+                ("approve_unknown", lambda: client.approve("nobody", "user")),
+                ("revoke_unknown", lambda: client.revoke("nobody")),
+            ]
+            for name, call in calls:
+                try:
+                    call()
+                except ApiError as exc:
+                    out[name] = exc.status
+            return out
+
+    with trio.fail_after(TIMEOUT):
+        got = await in_thread(session)
+    assert got["invite"] == {"ticket": "colony-ticket:x", "role": "executor"}
+    assert got["approve"] == {"version": 3} and got["revoke"] == {"version": 4}
+    assert got["approve_unknown"] == 404 == got["revoke_unknown"]
+    calls = api.backend.calls
+    assert ("invite", {"role": "executor", "valid_for": 3600}, me) in calls
+    assert ("approve", "asked", {"role": "user"}, me) in calls
 
 
 async def test_submit_answers_201_as_json(api: Api) -> None:

@@ -286,6 +286,13 @@ class ColonyNode:
         store = StoreSpec(spec, self.keepers_for(spec.pid), self.ring.version, parents)
         self.client.submit(store, now)
 
+    def cancel(self, spec: SignedSpec, reason: str, now: float) -> list[Effect]:
+        """End a process that has not started as failed with ``reason`` (a ``fail`` ballot:
+        keepers refuse it while an executor holds the lease, and it cannot race a result)."""
+        out = self._begin(now)
+        self.proposer.begin(spec, self.keepers_for(spec.pid), 1, "fail", reason=reason)
+        return out
+
     def adopt_membership(self, membership: MembershipSet, now: float) -> list[Effect]:
         """A membership set signed locally by an owner or admin (the CLI signs it)."""
         out = self._begin(now)

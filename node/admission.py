@@ -1,0 +1,181 @@
+"""Admitting members: the join protocol on the wire, and what an admin's daemon does with
+join requests, approvals, revocations and invitations.
+
+The join protocol is the one stream a non-member may open (everything else is gated by
+membership): one framed JoinRequest in, one framed JoinReply out, with a time limit and
+a cap on concurrent requests so that strangers cannot tie the node up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from colonyp2p.core.effects import Effect
+from colonyp2p.core.node import ColonyNode
+from colonyp2p.errors import ColonyError, Unauthorized
+from colonyp2p.identity import Identity
+from colonyp2p.model.membership import Member, MembershipSet, Role
+from colonyp2p.node import join
+from colonyp2p.node.framing import close_stream, frame, read_frame, reset_stream
+from colonyp2p.node.transport import Transport
+
+if TYPE_CHECKING:
+    from colonyp2p.node.daemon import Daemon
+
+JOIN_PROTOCOL = TProtocol("/colonyp2p/join/1.0.0")
+JOIN_TIMEOUT = 15.0
+MAX_REQUEST = 64 * 1024
+MAX_CONCURRENT_JOINS = 8
+PENDING = "pending:"
+USED_TICKET = "ticket:"
+
+log = logging.getLogger("colonyp2p.admission")
+
+JoinHandler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+def serve_joins(transport: Transport, handler: JoinHandler) -> None:
+    """Answer join requests on ``transport``'s running host with ``handler``."""
+    slots = trio.Semaphore(MAX_CONCURRENT_JOINS)
+
+    async def on_stream(stream: Any) -> None:
+        peer = str(stream.muxed_conn.peer_id)
+        if slots.value == 0:
+            await reset_stream(stream)
+            return
+        async with slots:
+            try:
+                with trio.fail_after(JOIN_TIMEOUT):
+                    raw = await read_frame(stream, MAX_REQUEST)
+                    if raw is None:
+                        await reset_stream(stream)
+                        return
+                    reply = await handler(peer, raw)
+                    await stream.write(frame(reply))
+                    await close_stream(stream)
+            except Exception as exc:  # a stream handler must never raise into libp2p
+                log.info("join request from %s failed: %r", peer, exc)
+                await reset_stream(stream)
+
+    transport.host.set_stream_handler(JOIN_PROTOCOL, on_stream)
+
+
+async def request_join(
+    transport: Transport, addr: str, request: join.JoinRequest
+) -> join.JoinReply:
+    """Send ``request`` to the member at ``addr`` and return its answer."""
+    member = await transport.connect(addr)
+    with trio.fail_after(JOIN_TIMEOUT):
+        stream = await transport.host.new_stream(ID.from_base58(member), [JOIN_PROTOCOL])
+        try:
+            await stream.write(frame(join.encode(request)))
+            raw = await read_frame(stream, join.MAX_JOIN_BYTES)
+        finally:
+            await close_stream(stream)
+    if raw is None:
+        raise join.JoinRefused(f"{member} closed the join request without answering")
+    return join.decode_reply(raw)
+
+
+class Admission:
+    """An admin's half of joining, run by its daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    @property
+    def identity(self) -> Identity:
+        return self.daemon.identity
+
+    async def handle(self, peer: str, raw: bytes) -> bytes:
+        try:
+            reply = await self._handle(peer, join.decode_request(raw))
+        except ColonyError as exc:
+            reply = join.JoinReply("refused", str(exc))
+        return join.encode(reply)
+
+    async def _handle(self, peer: str, request: join.JoinRequest) -> join.JoinReply:
+        request.check(peer)
+        node = self.daemon.node
+        assert node is not None
+        if request.colony_id != node.membership.colony_id:
+            raise join.JoinRefused(f"this node is in colony {node.membership.colony_id}")
+        if node.membership.is_member(request.member_id):
+            return join.JoinReply("admitted", chain=self.daemon.membership_chain())
+        if not node.membership.can_administer(self.identity.member_id):
+            raise join.JoinRefused("this member cannot admit anyone: ask the colony's admin")
+        if not request.ticket:
+            record = {"name": request.name, "at": time.time()}
+            await self._set_meta(PENDING + request.member_id, json.dumps(record).encode())
+            return join.JoinReply("pending", "waiting for an admin: colonynode members approve")
+        ticket = join.Ticket.decode(request.ticket)
+        ticket.check(node.membership, time.time())
+        used = await trio.to_thread.run_sync(
+            self.daemon.store.get_meta, USED_TICKET + ticket.ticket_id
+        )
+        if used is not None:
+            raise join.TicketError("the ticket was used already: ask for a new invite")
+        # spent before the member is added: a crash in between wastes a ticket, never
+        # lets one admit twice
+        await self._set_meta(USED_TICKET + ticket.ticket_id, request.member_id.encode())
+        await self.admit(request.member_id, ticket.role, request.name)
+        return join.JoinReply("admitted", chain=self.daemon.membership_chain())
+
+    async def _set_meta(self, key: str, value: bytes) -> None:
+        await trio.to_thread.run_sync(self.daemon.store.set_meta, key, value)
+
+    async def admit(self, member_id: str, role: Role, name: str = "") -> MembershipSet:
+        def change(node: ColonyNode, now: float) -> tuple[list[Effect], MembershipSet]:
+            if node.membership.is_member(member_id):
+                return [], node.membership
+            new = node.membership.updated(self.identity, now, add=[Member(member_id, role, name)])
+            return node.adopt_membership(new, now), new
+
+        new = await self.daemon.call(change)
+        await trio.to_thread.run_sync(self.daemon.store.delete_meta, PENDING + member_id)
+        log.info("admitted %s as %s (membership v%d)", member_id, role, new.version)
+        return new
+
+    async def approve(self, member_id: str, role: Role = "executor") -> MembershipSet:
+        pending = await self.pending()
+        if member_id not in pending:
+            raise join.JoinRefused(f"{member_id} has not asked to join")
+        return await self.admit(member_id, role, str(pending[member_id].get("name", "")))
+
+    async def revoke(self, member_id: str) -> MembershipSet:
+        def change(node: ColonyNode, now: float) -> tuple[list[Effect], MembershipSet]:
+            if not node.membership.is_member(member_id):
+                raise Unauthorized(f"{member_id} is not a member")
+            new = node.membership.updated(self.identity, now, remove=[member_id])
+            return node.adopt_membership(new, now), new
+
+        new = await self.daemon.call(change)
+        assert self.daemon.transport is not None
+        await self.daemon.transport.drop_non_members()
+        log.info("revoked %s (membership v%d)", member_id, new.version)
+        return new
+
+    async def pending(self) -> dict[str, dict[str, Any]]:
+        items = await trio.to_thread.run_sync(self.daemon.store.meta_items, PENDING)
+        return {k[len(PENDING) :]: json.loads(v) for k, v in items.items()}
+
+    def invite(self, role: Role, valid_for: float) -> join.Ticket:
+        node = self.daemon.node
+        assert node is not None and self.daemon.transport is not None
+        if not node.membership.can_administer(self.identity.member_id):
+            raise Unauthorized("only the colony's owner or an admin can invite")
+        return join.Ticket.issue(
+            self.identity,
+            node.membership.colony_id,
+            role,
+            time.time() + valid_for,
+            tuple(self.daemon.transport.addrs),
+        )

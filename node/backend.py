@@ -1,0 +1,274 @@
+"""What the local API asks of a running daemon (the ``ApiBackend`` of ``node/api.py``).
+
+Specs arrive as ColonyOS JSON from an authenticated member; the daemon signs them with
+its own key (the API request was signed by the member, so the node knows on whose
+behalf it submits) and answers once a majority of the keepers stored them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from colonyp2p import codec
+from colonyp2p.core.messages import Outcome, Status
+from colonyp2p.errors import Unauthorized, ValidationError
+from colonyp2p.model.colonyos_json import function_spec_from_colonyos, workflow_from_colonyos
+from colonyp2p.model.membership import ROLES, Role
+from colonyp2p.model.signed import SignedSpec
+from colonyp2p.model.workflow import sign_workflow
+
+if TYPE_CHECKING:
+    from colonyp2p.node.daemon import Daemon
+
+ACK_TIMEOUT = 10.0
+SUBMITTED = "submitted:"
+DAY = 86400.0
+
+
+class DaemonBackend:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def is_member(self, member_id: str) -> bool:
+        node = self.daemon.node
+        return node is not None and node.membership.is_member(member_id)
+
+    # --- the node and the colony -----------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        d = self.daemon
+        node, transport = d.node, d.transport
+        assert node is not None and transport is not None
+        ad = node.executor.ad
+        return {
+            "member_id": node.member_id,
+            "colony_id": node.membership.colony_id,
+            "colony": node.membership.name,
+            "membership_version": node.membership.version,
+            "role": node.membership.role_of(node.member_id),
+            "addrs": transport.addrs,
+            "peers": len(transport.connected()),
+            "uptime": round(time.time() - d.started_at, 3),
+            "executor": None
+            if ad is None
+            else {
+                "type": ad.executortype,
+                "name": ad.name,
+                "functions": list(ad.functions),
+                "capacity": ad.capacity,
+                "running": len(node.executor.active),
+            },
+            "records": len(node.keeper.records),
+            "rejected": {**transport.rejections.as_dict(), **dict(node.counters)},
+        }
+
+    async def members(self) -> dict[str, Any]:
+        node = self.daemon.node
+        assert node is not None
+        m = node.membership
+        return {
+            "colony_id": m.colony_id,
+            "name": m.name,
+            "version": m.version,
+            "members": [
+                {
+                    "member_id": x.member_id,
+                    "role": x.role,
+                    "name": x.name,
+                    "executor": _ad_summary(node.ads.get(x.member_id)),
+                }
+                for x in m.members
+            ],
+            "pending": await self.daemon.admission.pending(),
+        }
+
+    def _check_admin(self, member: str) -> None:
+        node = self.daemon.node
+        assert node is not None
+        if not node.membership.can_administer(member):
+            raise Unauthorized(f"{member} is not an owner or admin of the colony")
+
+    async def invite(self, request: dict[str, Any], member: str) -> dict[str, Any]:
+        self._check_admin(member)
+        role = _role(request.get("role", "executor"))
+        valid_for = request.get("valid_for", DAY)
+        if not isinstance(valid_for, int | float) or not 0 < valid_for <= 365 * DAY:
+            raise ValidationError("must be a number of seconds up to a year", "valid_for")
+        ticket = self.daemon.admission.invite(role, float(valid_for))
+        return {"ticket": ticket.encode(), "expires_at": ticket.expires_at, "role": role}
+
+    async def approve(
+        self, member_id: str, request: dict[str, Any], member: str
+    ) -> dict[str, Any] | None:
+        self._check_admin(member)
+        if member_id not in await self.daemon.admission.pending():
+            return None
+        new = await self.daemon.admission.approve(member_id, _role(request.get("role", "executor")))
+        return {"version": new.version, "member_id": member_id}
+
+    async def revoke(self, member_id: str, member: str) -> dict[str, Any] | None:
+        self._check_admin(member)
+        node = self.daemon.node
+        assert node is not None
+        if not node.membership.is_member(member_id):
+            return None
+        new = await self.daemon.admission.revoke(member_id)
+        return {"version": new.version, "member_id": member_id}
+
+    # --- processes -------------------------------------------------------------------
+
+    async def submit(self, spec: dict[str, Any], submitter: str) -> dict[str, Any]:
+        fs = function_spec_from_colonyos(spec)
+        signed = SignedSpec.create(
+            fs, self.daemon.identity, self._colony_id(), time.time(), os.urandom(12)
+        )
+        acked = await self._submit((signed,))
+        return {"pid": signed.pid, "acknowledged": acked}
+
+    async def submit_workflow(self, workflow: dict[str, Any], submitter: str) -> dict[str, Any]:
+        wf = workflow_from_colonyos(workflow)
+        signed = sign_workflow(
+            wf, self.daemon.identity, self._colony_id(), time.time(), lambda: os.urandom(12)
+        )
+        acked = await self._submit(signed)
+        return {
+            "workflow_id": signed[0].workflow_id,
+            "pids": {s.spec.nodename: s.pid for s in signed},
+            "acknowledged": acked,
+        }
+
+    def _colony_id(self) -> str:
+        node = self.daemon.node
+        assert node is not None
+        return node.membership.colony_id
+
+    async def _submit(self, specs: tuple[SignedSpec, ...]) -> bool:
+        d = self.daemon
+        for spec in specs:
+            raw = codec.canonical_bytes(spec)
+            await trio.to_thread.run_sync(d.store.set_meta, SUBMITTED + spec.pid, raw)
+        waiting = {s.pid for s in specs}
+        since = d.event_seq
+        await d.submit_signed(specs)
+        with trio.move_on_after(ACK_TIMEOUT):
+            while waiting:
+                for event in list(d.events):
+                    if event["seq"] > since and event["kind"] == "acknowledged":
+                        waiting.discard(event["pid"])
+                if waiting:
+                    await d.wait_event()
+        return not waiting
+
+    async def _spec(self, pid: str) -> SignedSpec | None:
+        d = self.daemon
+        assert d.node is not None
+        rec = d.node.record(pid)
+        if rec is not None:
+            return rec.spec
+        raw = await trio.to_thread.run_sync(d.store.get_meta, SUBMITTED + pid)
+        if raw is None:
+            return None
+        return codec.from_data(SignedSpec, codec.loads_canonical(raw), "spec")
+
+    async def process(self, pid: str) -> dict[str, Any] | None:
+        status = await self.daemon.status_of(pid)
+        spec = await self._spec(pid)
+        if status is None and spec is None:
+            return None
+        return _view(pid, spec, status)
+
+    async def processes(self, state: str | None) -> list[dict[str, Any]]:
+        d = self.daemon
+        assert d.node is not None
+        items = await trio.to_thread.run_sync(d.store.meta_items, SUBMITTED)
+        pids = [k[len(SUBMITTED) :] for k in items]
+        pids += [p for p in d.node.keeper.records if SUBMITTED + p not in items]
+        out = []
+        for pid in pids:
+            view = await self.process(pid)
+            if view is not None and (state is None or view["state"] == state):
+                out.append(view)
+        return out
+
+    async def cancel(self, pid: str, member: str) -> dict[str, Any] | None:
+        d = self.daemon
+        spec = await self._spec(pid)
+        if spec is None:
+            return None
+        assert d.node is not None
+        if member != spec.submitter and not d.node.membership.can_administer(member):
+            raise Unauthorized("only the submitter or an admin may cancel a process")
+        await d.call(lambda node, now: (node.cancel(spec, f"cancelled by {member}", now), None))
+        with trio.move_on_after(ACK_TIMEOUT):
+            while True:
+                status = await d.status_of(pid)
+                if status is not None and status.decided is not None:
+                    break
+                if status is not None and status.state == "running":
+                    break
+                await trio.sleep(0.2)
+        return await self.process(pid)
+
+    async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
+        d = self.daemon
+        last = since
+        while True:
+            fresh = [e for e in list(d.events) if e["seq"] > last]
+            for event in fresh:
+                last = event["seq"]
+                yield event
+            if not fresh:
+                await d.wait_event()
+
+
+def _role(value: object) -> Role:
+    if value not in ROLES or value == "owner":
+        raise ValidationError("must be admin, executor or user", "role")
+    return value
+
+
+def _ad_summary(ad: Any) -> dict[str, Any] | None:
+    if ad is None:
+        return None
+    return {
+        "type": ad.executortype,
+        "name": ad.name,
+        "functions": list(ad.functions),
+        "location": ad.location,
+        "cores": ad.hardware.cores,
+        "memory": ad.hardware.memory,
+        "gpus": ad.hardware.gpu.count,
+        "capacity": ad.capacity,
+    }
+
+
+def _view(pid: str, spec: SignedSpec | None, status: Status | None) -> dict[str, Any]:
+    decided: Outcome | None = status.decided if status is not None else None
+    if decided is not None and decided.kind == "moved":
+        decided = None
+    state: str
+    if decided is not None:
+        state = decided.kind
+    elif status is not None and status.known:
+        state = status.state or "waiting"
+    else:
+        state = "unknown"
+    return {
+        "pid": pid,
+        "state": state,
+        "funcname": spec.spec.funcname if spec is not None else "",
+        "nodename": spec.spec.nodename if spec is not None else "",
+        "submitter": spec.submitter if spec is not None else "",
+        "submitted_at": spec.submitted_at if spec is not None else 0.0,
+        "workflow_id": spec.workflow_id if spec is not None else "",
+        "parents": list(spec.parents) if spec is not None else [],
+        "epoch": status.promised if status is not None else 0,
+        "executor": decided.executor if decided is not None else "",
+        "output": codec.to_data(list(decided.output)) if decided is not None else [],
+        "errors": list(decided.errors) if decided is not None else [],
+    }
