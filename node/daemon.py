@@ -11,6 +11,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -58,7 +59,7 @@ from colonyp2p.node import api
 from colonyp2p.node.admission import Admission, serve_joins
 from colonyp2p.node.backend import DaemonBackend
 from colonyp2p.node.colony import history_key
-from colonyp2p.node.home import Config, Home
+from colonyp2p.node.home import Config, Home, HomeError
 from colonyp2p.node.store import Store
 from colonyp2p.node.transport import Transport
 
@@ -103,7 +104,7 @@ class Daemon:
         self.home = home
         self.identity: Identity = home.identity()
         self.config: Config = home.config()
-        self.params = params or Params()
+        self.params = params or self._params(self.config)
         self.registry = registry or self._registry(self.config)
         self.listen = listen or self.config.listen
         self.store = Store(home.state_path)
@@ -127,6 +128,17 @@ class Daemon:
         self._chain: list[MembershipSet] = []
         self._membership_changed = False
         self.admission = Admission(self)
+
+    @staticmethod
+    def _params(config: Config) -> Params:
+        fields = {f.name: f.type for f in dataclasses.fields(Params)}
+        unknown = sorted(set(config.params) - set(fields))
+        if unknown:
+            raise HomeError(f"config.json: params has no {unknown[0]!r}")
+        values: dict[str, Any] = {
+            k: int(v) if fields[k] in (int, "int") else float(v) for k, v in config.params.items()
+        }
+        return Params(**values)
 
     @staticmethod
     def _registry(config: Config) -> Registry:

@@ -43,6 +43,7 @@ class Config:
     bootstrap: list[str] = field(default_factory=list)
     api_port: int = 0
     executor: ExecutorConfig | None = field(default_factory=ExecutorConfig)
+    params: dict[str, float] = field(default_factory=dict)  # protocol timing overrides
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +58,7 @@ class Config:
                 bootstrap=[str(a) for a in data.get("bootstrap", [])],
                 api_port=int(data.get("api_port", 0)),
                 executor=None if ex is None else ExecutorConfig(**ex),
+                params={str(k): float(v) for k, v in data.get("params", {}).items()},
             )
         except (TypeError, ValueError) as exc:
             raise HomeError(f"config.json is not valid: {exc}") from None
@@ -121,7 +123,7 @@ class Home:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         pid = data.get("pid")
-        if not isinstance(pid, int) or not _alive(pid):
+        if not isinstance(pid, int) or not alive(pid):
             return None
         return data
 
@@ -144,11 +146,17 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs. A killed daemon whose parent is gone can stay a zombie
+    where nothing reaps orphans (containers): that counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,187 @@
+"""Real colonynode daemons for tests: each node is a home directory and a daemon process
+started with the real CLI, on 127.0.0.1. Every wait has a deadline; teardown kills
+whatever is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from colonyp2p.node.api_client import ApiClient
+from colonyp2p.node.home import Home, alive
+
+T = TypeVar("T")
+CLI_TIMEOUT = 60.0
+# Short leases so that a killed executor's process moves on within seconds.
+FAST = {"lease_seconds": 3.0, "renew_every": 1.0, "reannounce_after": 2.0, "query_after": 4.0}
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy, or fail saying ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception as exc:  # the node may be restarting: try again
+            last = exc
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last error: {last})")
+
+
+class Node:
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.home = Home(root / name)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "COLONYP2P_HOME": str(self.home.root), "COLUMNS": "200"}
+        done = subprocess.run(
+            [sys.executable, "-m", "colonyp2p.node.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"colonynode {' '.join(args)} on {self.name} exited {done.returncode}:\n"
+                f"{done.stdout}\n{done.stderr}"
+            )
+        return done
+
+    @property
+    def member_id(self) -> str:
+        return self.home.identity().member_id
+
+    def configure(
+        self, executortype: str | None = None, params: dict[str, float] | None = None
+    ) -> None:
+        config = self.home.config()
+        if executortype is not None and config.executor is not None:
+            config.executor.type = executortype
+        config.params = dict(FAST if params is None else params)
+        self.home.save_config(config)
+
+    def runtime(self) -> dict[str, Any]:
+        runtime = self.home.runtime()
+        assert runtime is not None, f"{self.name} is not running"
+        return runtime
+
+    @property
+    def pid(self) -> int:
+        return int(self.runtime()["pid"])
+
+    @property
+    def addrs(self) -> list[str]:
+        return list(self.runtime()["addrs"])
+
+    def api(self) -> ApiClient:
+        return ApiClient(str(self.runtime()["api"]), self.home.identity(), timeout=20.0)
+
+    def call(self, fn: Callable[[ApiClient], T]) -> T:
+        with self.api() as api:
+            return fn(api)
+
+    def status(self) -> dict[str, Any]:
+        return self.call(ApiClient.status)
+
+    def has_version(self, version: int) -> bool:
+        """Whether the node runs with membership ``version`` (for wait_for)."""
+        return bool(self.status()["membership_version"] == version)
+
+    def members(self) -> dict[str, Any]:
+        return self.call(ApiClient.members)
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        with self.api() as api:
+            return api.submit(spec)
+
+    def process(self, pid: str) -> dict[str, Any]:
+        with self.api() as api:
+            return api.process(pid)
+
+    def processes(self) -> list[dict[str, Any]]:
+        with self.api() as api:
+            return api.processes()
+
+    def finished(self, pid: str) -> dict[str, Any] | None:
+        """The process once it ended, else None (for wait_for)."""
+        process = self.process(pid)
+        return process if process["state"] in ("successful", "failed") else None
+
+    def kill9(self) -> None:
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 10, f"{self.name} to die")
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nodes: list[Node] = []
+
+    def node(self, name: str) -> Node:
+        node = Node(self.root, name)
+        self.nodes.append(node)
+        return node
+
+    def found(self, executortype: str = "local") -> Node:
+        """The owner: init, colony create, configure, start."""
+        owner = self.node("owner")
+        owner.cli("init")
+        owner.cli("colony", "create", "testcolony")
+        owner.configure(executortype)
+        owner.cli("start")
+        return owner
+
+    def join(
+        self, name: str, via: Node, executortype: str = "local", role: str = "executor"
+    ) -> Node:
+        """A new device joins with a ticket from ``via`` and starts."""
+        ticket = via.cli("invite", "--role", role).stdout.strip().replace("\n", "")
+        colony_id = via.status()["colony_id"]
+        node = self.node(name)
+        node.cli("init")
+        node.configure(executortype)
+        node.cli("join", colony_id, "--ticket", ticket, "--name", name)
+        node.cli("start")
+        return node
+
+    def shutdown(self) -> None:
+        for node in self.nodes:
+            runtime = node.home.runtime()
+            if runtime is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(int(runtime["pid"]), signal.SIGKILL)
+
+
+@contextmanager
+def cluster(root: Path) -> Iterator[Cluster]:
+    c = Cluster(root)
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
+def events(node: Node) -> list[dict[str, Any]]:
+    """The node's log lines that are events (JSON)."""
+    out = []
+    for line in node.home.log_path.read_text(errors="replace").splitlines():
+        _, _, tail = line.partition(" INFO ")
+        if tail.startswith("{"):
+            out.append(json.loads(tail))
+    return out

@@ -1,0 +1,110 @@
+"""Real colonynode daemons, one process each, over loopback, driven by the real CLI."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+from cluster import Node, cluster, events, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_five_daemons_form_a_colony_and_run_a_function_on_another(tmp_path: Path) -> None:
+    with cluster(tmp_path) as c:
+        owner = c.found()
+        others = [c.join(f"n{i}", owner) for i in range(1, 4)]
+        edge = c.join("edge", owner, executortype="edge")
+        members = owner.members()
+        assert len(members["members"]) == 5
+        assert {m["member_id"] for m in members["members"]} == {
+            n.member_id for n in (owner, *others, edge)
+        }
+        # every member learns the newest membership by gossip
+        for node in (owner, *others, edge):
+            wait_for(partial(node.has_version, 5), 20, f"{node.name} to learn membership v5")
+        submitted = (
+            others[0]
+            .cli("submit", "--func", "add", "--arg", "40", "--arg", "2", "--executortype", "edge")
+            .stdout.strip()
+        )
+        process = wait_for(lambda: others[0].finished(submitted), 30, "the result")
+        assert process["state"] == "successful"
+        assert process["output"] == [42.0]
+        assert process["executor"] == edge.member_id
+
+
+def test_a_killed_executor_s_process_runs_elsewhere_and_is_accepted_once(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path) as c:
+        owner = c.found()
+        w1 = c.join("w1", owner, executortype="worker")
+        w2 = c.join("w2", owner, executortype="worker")
+        spec = {
+            "funcname": "sleep",
+            "args": [2.0],
+            "conditions": {"executortype": "worker"},
+            "maxretries": 3,
+        }
+        pid = owner.submit(spec)["pid"]
+
+        def runner() -> Node | None:
+            for w in (w1, w2):
+                if any(e["kind"] == "running" and e["pid"] == pid for e in events(w)):
+                    return w
+            return None
+
+        first = wait_for(runner, 20, "a worker to start the process")
+        second = w2 if first is w1 else w1
+        first.kill9()
+        process = wait_for(lambda: owner.finished(pid), 40, "the process to finish elsewhere")
+        assert process["state"] == "successful"
+        assert process["executor"] == second.member_id
+        assert process["output"] == [2.0]
+        # accepted once: every keeper that decided it decided the same run
+        decided = {
+            (e.get("executor", ""), e.get("value"))
+            for node in (owner, second)
+            for e in events(node)
+            if e["kind"] == "decided" and e["pid"] == pid and e.get("outcome") != "moved"
+        }
+        assert len({value for _, value in decided}) == 1, decided
+
+
+def test_a_daemon_restarted_after_sigkill_keeps_what_it_acknowledged(tmp_path: Path) -> None:
+    with cluster(tmp_path) as c:
+        owner = c.found()
+        n1 = c.join("n1", owner)
+        n2 = c.join("n2", owner)
+        pids = [n1.submit({"funcname": "add", "args": [i, 1]})["pid"] for i in range(6)]
+        results = {pid: wait_for(partial(n1.finished, pid), 30, "results") for pid in pids}
+        n1.kill9()
+        n1.cli("start")
+        after = n1.processes()
+        assert {p["pid"] for p in after} >= set(pids)
+        for pid in pids:
+            again = wait_for(partial(n1.finished, pid), 30, "results after restart")
+            assert again["output"] == results[pid]["output"]
+        # and the colony still works through the restarted member
+        pid = n1.submit({"funcname": "add", "args": [1, 1]})["pid"]
+        assert wait_for(lambda: n1.finished(pid), 30, "a new result")["output"] == [2.0]
+        assert n2.status()["membership_version"] == 3
+
+
+def test_a_revoked_member_is_refused(tmp_path: Path) -> None:
+    with cluster(tmp_path) as c:
+        owner = c.found()
+        n1 = c.join("n1", owner)
+        gone = c.join("gone", owner)
+        owner.cli("members", "revoke", gone.member_id)
+        wait_for(
+            partial(n1.has_version, 4),
+            20,
+            "n1 to learn the revocation",
+        )
+        answer = gone.submit({"funcname": "add", "args": [1, 2]})
+        assert answer["acknowledged"] is False
+        refused = owner.status()["rejected"]
+        assert refused.get("not_member", 0) > 0
