@@ -108,13 +108,15 @@ def scenarios_cmd() -> None:
 
 @app.command("demo")
 def demo_cmd(
-    seed: Annotated[int, typer.Option(help="the run's seed")] = 1,
-    plot_out: Annotated[Path, typer.Option("--plot", help="where to write the plot")] = Path(
-        "out/demo.png"
+    out: Annotated[Path, typer.Option(help="where the demo colony's homes and logs go")] = Path(
+        "out/demo"
     ),
 ) -> None:
-    """The README's first command: a simulated 60-member colony doing real protocol work."""
-    _report(_run("demo", seed, quiet=False), Path("out/demo.json"), plot_out)
+    """The README's first command: a local colony of three real daemons doing real work."""
+    from colonyp2p.node import demo
+
+    if not demo.run(out, console):
+        raise typer.Exit(1)
 
 
 register(app)

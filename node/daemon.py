@@ -193,6 +193,7 @@ class Daemon:
             on_message=self._on_message,
             on_announcement=self._on_announcement,
             listen_addrs=self.listen,
+            psk=self.config.psk or None,
         )
         try:
             async with trio.open_nursery() as nursery:

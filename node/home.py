@@ -44,6 +44,7 @@ class Config:
     api_port: int = 0
     executor: ExecutorConfig | None = field(default_factory=ExecutorConfig)
     params: dict[str, float] = field(default_factory=dict)  # protocol timing overrides
+    psk: str = ""  # 64 hex digits: a private network (every member needs the same key)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +60,7 @@ class Config:
                 api_port=int(data.get("api_port", 0)),
                 executor=None if ex is None else ExecutorConfig(**ex),
                 params={str(k): float(v) for k, v in data.get("params", {}).items()},
+                psk=str(data.get("psk", "")),
             )
         except (TypeError, ValueError) as exc:
             raise HomeError(f"config.json is not valid: {exc}") from None

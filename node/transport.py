@@ -118,6 +118,7 @@ class Transport:
         listen_addrs: Sequence[str] = DEFAULT_LISTEN,
         now: Callable[[], float] = time.time,
         open_timeout: float = OPEN_TIMEOUT,
+        psk: str | None = None,
     ) -> None:
         self.identity = identity
         self.colony_id = colony_id
@@ -130,6 +131,9 @@ class Transport:
         self._listen = [multiaddr.Multiaddr(a) for a in listen_addrs]
         self._now = now
         self._open_timeout = open_timeout
+        if psk is not None and (len(psk) != 64 or not all(c in "0123456789abcdef" for c in psk)):
+            raise ValueError("a private network's key is 64 lowercase hex digits (32 bytes)")
+        self._psk = psk
         self._replay = wire.ReplayGuard()
         self._seq = 0
         self._book: dict[str, list[Any]] = {}
@@ -161,6 +165,9 @@ class Transport:
             # with the default of 3, every dial waits out a 250 ms Happy Eyeballs timer
             connection_config=ConnectionConfig(max_connections_per_peer=1),
             listen_addrs=self._listen,
+            # a private network: connections without the colony's pre-shared key fail
+            # before any handshake (libp2p pnet)
+            psk=self._psk,
         )
         router = self._router = gossip.new_router()
         pubsub = self._pubsub = gossip.ColonyPubsub(

@@ -6,7 +6,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 from cluster import Node, cluster, events, wait_for
+
+from colonyp2p.errors import ApiError
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +111,52 @@ def test_a_revoked_member_is_refused(tmp_path: Path) -> None:
         assert answer["acknowledged"] is False
         refused = owner.status()["rejected"]
         assert refused.get("not_member", 0) > 0
+
+
+def test_a_non_member_with_the_right_addresses_gets_nothing_in(tmp_path: Path) -> None:
+    from colonyp2p.core.messages import SpecAnnounce, StoreSpec
+    from colonyp2p.core.topics import spec_topic
+    from colonyp2p.identity import Identity
+    from colonyp2p.model.signed import SignedSpec
+    from colonyp2p.model.spec import FunctionSpec
+    from colonyp2p.node.transport import ConnectFailed, Transport
+
+    with cluster(tmp_path) as c:
+        owner = c.found()
+        status = owner.status()
+        colony_id, addr = status["colony_id"], status["addrs"][0]
+        stranger = Identity.generate()
+        spec = SignedSpec.create(FunctionSpec("add", args=(1, 2)), stranger, colony_id, 0.0, b"x")
+        received: list[object] = []
+
+        async def intrude() -> dict[str, int]:
+            transport = Transport(
+                stranger,
+                colony_id,
+                is_member=lambda m: True,  # the stranger would talk to anyone
+                on_message=lambda s, m: received.append(m),
+                on_announcement=lambda s, m: received.append(m),
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(transport.run)
+                try:
+                    member = await transport.connect(addr)
+                except ConnectFailed:
+                    member = owner.member_id  # refused at the door is fine too
+                await transport.subscribe(spec_topic(colony_id, spec.spec))
+                await transport.send(member, StoreSpec(spec, (member,), 1))
+                await transport.publish(
+                    spec_topic(colony_id, spec.spec), SpecAnnounce(spec, (member,))
+                )
+                await trio.sleep(1.0)  # give the daemon time to (not) act on it
+                nursery.cancel_scope.cancel()
+            return dict(transport.stats)
+
+        trio.run(intrude)
+        assert received == []
+        refused = owner.status()["rejected"]
+        assert refused.get("not_member", 0) >= 1
+        assert spec.pid not in {p["pid"] for p in owner.processes()}
+        with pytest.raises(ApiError) as unknown:
+            owner.process(spec.pid)
+        assert unknown.value.status == 404

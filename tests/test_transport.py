@@ -411,3 +411,79 @@ async def test_announcements_of_a_non_member_are_dropped_and_counted() -> None:
         assert await b.transport.publish(topic, mine)
         await until(lambda: len(a.announcements) == 1)
         assert a.announcements == [(b.id, mine)]
+
+
+async def test_a_private_network_admits_only_holders_of_its_key() -> None:
+    key = "ab" * 32
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            a, b, c = (
+                Transport(
+                    ident,
+                    COLONY,
+                    is_member=lambda m: True,
+                    on_message=lambda s, m: None,
+                    on_announcement=lambda s, m: None,
+                    psk=psk,
+                    open_timeout=2.0,
+                )
+                for ident, psk in (
+                    (Identity.generate(), key),
+                    (Identity.generate(), key),
+                    (Identity.generate(), "cd" * 32),
+                )
+            )
+            for t in (a, b, c):
+                await nursery.start(t.run)
+            assert await b.connect(a.addrs[0]) == a.member_id
+            with pytest.raises(ConnectFailed):
+                await c.connect(a.addrs[0])
+            nursery.cancel_scope.cancel()
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        Transport(
+            Identity.generate(),
+            COLONY,
+            is_member=lambda m: True,
+            on_message=lambda s, m: None,
+            on_announcement=lambda s, m: None,
+            psk="short",
+        )
+
+
+async def test_quic_is_an_option() -> None:
+    """Listening on a quic-v1 address runs the same protocol over QUIC (py-libp2p's)."""
+    got = trio.Event()
+    received: list[object] = []
+
+    def on_message(sender: str, msg: object) -> None:
+        received.append(msg)
+        got.set()
+
+    a_id, b_id = Identity.generate(), Identity.generate()
+    quic = ["/ip4/127.0.0.1/udp/0/quic-v1"]
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            a = Transport(
+                a_id,
+                COLONY,
+                is_member=lambda m: True,
+                on_message=on_message,
+                on_announcement=lambda s, m: None,
+                listen_addrs=quic,
+            )
+            b = Transport(
+                b_id,
+                COLONY,
+                is_member=lambda m: True,
+                on_message=lambda s, m: None,
+                on_announcement=lambda s, m: None,
+                listen_addrs=quic,
+            )
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            assert "/quic-v1/" in a.addrs[0]
+            await b.connect(a.addrs[0])
+            assert await b.send(a_id.member_id, Query("over-quic"))
+            await got.wait()
+            assert received == [Query("over-quic")]
+            nursery.cancel_scope.cancel()
