@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import outcome
 import trio
-from outcome import Error, Outcome, Value
 
 from colonyp2p.core.effects import (
     CancelExecution,
@@ -40,7 +40,9 @@ from colonyp2p.core.effects import (
 )
 from colonyp2p.core.messages import (
     Announcement,
+    Decide,
     Message,
+    Outcome,
     PeerAddrs,
     Query,
     SpecAnnounce,
@@ -73,6 +75,7 @@ BATCH = 256  # inputs run through the core per persistence round
 ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
+OUTCOMES_KEPT = 100_000
 
 
 HISTORY = "v"
@@ -120,6 +123,7 @@ class Daemon:
         self._runs: dict[tuple[str, int], trio.CancelScope] = {}
         self._status_waiters: dict[str, list[trio.MemorySendChannel[Status]]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.outcomes: dict[str, Outcome] = {}  # results this node learned, newest last
         self.event_seq = 0
         self._event_added = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -238,6 +242,17 @@ class Daemon:
     # --- inputs ----------------------------------------------------------------------
 
     def _on_message(self, sender: str, msg: Message) -> None:
+        if isinstance(msg, Decide) and msg.value.kind != "moved" and msg.pid not in self.outcomes:
+            # The winning executor tells the submitter: the result reaches the user
+            # without a round of queries to the keepers.
+            self.outcomes[msg.pid] = msg.value
+            while len(self.outcomes) > OUTCOMES_KEPT:
+                del self.outcomes[next(iter(self.outcomes))]
+            self._event(
+                "result",
+                msg.pid,
+                {"outcome": msg.value.kind, "executor": msg.value.executor},
+            )
         if isinstance(msg, Status):
             for waiter in self._status_waiters.get(msg.pid, ()):
                 waiter.send_nowait(msg)
@@ -256,7 +271,7 @@ class Daemon:
     async def call(self, fn: Callable[[ColonyNode, float], tuple[list[Effect], T]]) -> T:
         """Run ``fn`` on the core in the core task, carry out the effects it returns, and
         give back its value (or raise its exception)."""
-        done_send, done_recv = trio.open_memory_channel[Outcome[T]](1)
+        done_send, done_recv = trio.open_memory_channel[outcome.Outcome[T]](1)
         self._inbox_send.send_nowait(_Input("call", fn, done_send))
         async with done_recv:
             result = await done_recv.receive()
@@ -279,15 +294,17 @@ class Daemon:
                     break
             now = time.time()
             effects: list[Effect] = []
-            replies: list[tuple[trio.MemorySendChannel[Outcome[Any]], Outcome[Any]]] = []
+            replies: list[
+                tuple[trio.MemorySendChannel[outcome.Outcome[Any]], outcome.Outcome[Any]]
+            ] = []
             for item in batch:
                 if item.kind == "call":
                     try:
                         out, value = item.a(node, now)
                     except Exception as exc:
-                        replies.append((item.b, Error(exc)))
+                        replies.append((item.b, outcome.Error(exc)))
                         continue
-                    replies.append((item.b, Value(value)))
+                    replies.append((item.b, outcome.Value(value)))
                 else:
                     out = self._step(node, item, now)
                 effects.extend(out)
@@ -419,6 +436,9 @@ class Daemon:
         rec = node.record(pid)
         if rec is not None and rec.decided is not None and rec.decided.kind != "moved":
             return node.status(pid, time.time())
+        known = self.outcomes.get(pid)
+        if known is not None:
+            return Status(pid, True, known.kind, decided=known)
         send, recv = trio.open_memory_channel[Status](16)
         self._status_waiters.setdefault(pid, []).append(send)
         best: Status | None = None
