@@ -46,7 +46,7 @@ HomeOption = Annotated[
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -57,6 +57,11 @@ def friendly() -> Iterator[None]:
         yield
     except ColonyError as exc:
         raise fail(str(exc)) from None
+    except BaseExceptionGroup as group:
+        cause = _leaf(group)
+        if isinstance(cause, ColonyError):
+            raise fail(str(cause)) from None
+        raise
 
 
 @contextmanager
@@ -388,15 +393,29 @@ def _run_foreground(home: Home) -> None:
 
     try:
         trio.run(main)
-    except ColonyError as exc:
-        raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"cannot start: {exc.strerror or exc}") from None
+    except (ColonyError, OSError, BaseExceptionGroup) as exc:
+        cause = _leaf(exc)
+        if isinstance(cause, ColonyError):
+            raise fail(str(cause)) from None
+        if isinstance(cause, OSError):
+            raise fail(f"cannot start: {cause.strerror or cause}") from None
+        raise
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first colony or OS error inside ``exc`` (trio wraps task errors in groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _leaf(inner)
+            if isinstance(found, ColonyError | OSError):
+                return found
+    return exc
 
 
 def _start_background(home: Home) -> None:
     home.root.mkdir(parents=True, exist_ok=True)
     log = open(home.log_path, "ab")  # noqa: SIM115 - handed to the child
+    offset = log.tell()
     cmd = [sys.executable, "-m", "colonyp2p.node.cli", "start", "--foreground"]
     child = subprocess.Popen(
         cmd,
@@ -417,7 +436,14 @@ def _start_background(home: Home) -> None:
                     console.print(f"  listening on {addr}", soft_wrap=True)
                 return
             if child.poll() is not None:
-                tail = home.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise fail("the daemon stopped at once:\n" + "\n".join(tail))
+                with open(home.log_path, "rb") as f:
+                    f.seek(offset)
+                    said = f.read().decode(errors="replace").strip().splitlines()
+                errors = [
+                    line.removeprefix("error: ") for line in said if line.startswith("error:")
+                ]
+                raise fail(
+                    errors[-1] if errors else "the daemon stopped at once:\n" + "\n".join(said[-3:])
+                )
             time.sleep(0.1)
     raise fail(f"the daemon did not come up within {START_TIMEOUT:g} s (see {home.log_path})")

@@ -81,6 +81,10 @@ OUTCOMES_KEPT = 100_000
 HISTORY = "v"
 
 
+class ListenFailed(ColonyError):
+    code = "listen_failed"
+
+
 class NotInAColony(ColonyError):
     code = "not_in_colony"
 
@@ -203,6 +207,12 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(transport.run)
+                if not transport.addrs:
+                    # py-libp2p logs a failed listen and carries on deaf: refuse instead
+                    raise ListenFailed(
+                        f"cannot listen on {', '.join(self.listen)}: the port is in use "
+                        "or the address is not this machine's"
+                    )
                 serve_joins(transport, self.admission.handle)
                 self.api_port = await nursery.start(
                     api.serve, DaemonBackend(self), "127.0.0.1", self.config.api_port

@@ -1,0 +1,66 @@
+"""The mistakes users make with colonynode end in one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from cluster import Node, cluster
+
+pytestmark = pytest.mark.slow
+
+
+def _error(done: object) -> str:
+    text = str(getattr(done, "stderr", ""))
+    lines = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_mistakes_without_a_colony(tmp_path: Path) -> None:
+    node = Node(tmp_path, "lonely")
+    assert "colonynode init" in _error(node.cli("start", check=False))
+    node.cli("init")
+    again = node.cli("init", check=False)
+    assert again.returncode != 0 and "already has a key" in _error(again)
+    assert "in no colony" in _error(node.cli("start", check=False))
+    assert "not running" in _error(node.cli("status", check=False))
+    garbage = node.cli("join", "abc", "--ticket", "colony-ticket:zzz", check=False)
+    assert "damaged" in _error(garbage)
+    nowhere = node.cli("join", "abc", check=False)
+    assert "--ticket or --bootstrap" in _error(nowhere)
+
+
+def test_port_in_use_wrong_colony_and_expired_ticket(tmp_path: Path) -> None:
+    with cluster(tmp_path) as c:
+        owner = c.found()
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            other = c.node("other")
+            other.cli("init")
+            other.cli("colony", "create", "elsewhere")
+            taken = other.cli("start", "--listen", f"/ip4/127.0.0.1/tcp/{port}", check=False)
+            assert taken.returncode == 1 and "port is in use" in _error(taken)
+        finally:
+            busy.close()
+        ticket = owner.cli("invite").stdout.strip().replace("\n", "")
+        wrong = c.node("wrong")
+        wrong.cli("init")
+        mismatch = wrong.cli("join", "f" * 64, "--ticket", ticket, check=False)
+        assert "the ticket is for colony" in _error(mismatch)
+        short = owner.cli("invite", "--expires", "1s").stdout.strip().replace("\n", "")
+        colony_id = owner.status()["colony_id"]
+        time.sleep(1.5)  # the ticket's validity, on purpose
+        late = wrong.cli("join", colony_id, "--ticket", short, check=False)
+        assert "expired" in _error(late)
+        used = c.node("used")
+        used.cli("init")
+        used.cli("join", colony_id, "--ticket", ticket)
+        reuse = wrong.cli("join", colony_id, "--ticket", ticket, check=False)
+        assert "used already" in _error(reuse)
+        assert "not a duration" in _error(owner.cli("invite", "--expires", "soon", check=False))
