@@ -147,3 +147,58 @@ class DaemonNotRunning(ApiError):
     """Nothing listens on the local API's address: the node daemon is not started."""
 
     code = "daemon_not_running"
+
+
+# --- meta-filesystem -----------------------------------------------------------
+
+
+class MfsError(ColonyError):
+    """The meta-filesystem refused an operation; what it had stored is unchanged."""
+
+    code = "mfs"
+
+
+class BadCid(MfsError):
+    """Not a CID in the one form a colony uses (CIDv1, sha2-256, base32, raw or dag-cbor)."""
+
+    code = "bad_cid"
+
+
+class BadBlock(MfsError):
+    """A block's bytes do not hash to its CID: corrupted on disk or forged by a peer."""
+
+    code = "bad_block"
+
+
+class BadManifest(MfsError):
+    """A block that hashes right but is not a file manifest or directory snapshot."""
+
+    code = "bad_manifest"
+
+
+class BlockNotFound(MfsError):
+    """The block store does not hold this block (never stored, collected or quarantined)."""
+
+    code = "block_not_found"
+
+
+class IncompleteSnapshot(BlockNotFound):
+    """A snapshot whose blocks are not all stored locally: no label may point to it yet."""
+
+    code = "incomplete_snapshot"
+
+    def __init__(self, message: str, missing: tuple[str, ...] = ()) -> None:
+        self.missing = missing
+        super().__init__(message)
+
+
+class UnsupportedFile(MfsError):
+    """A file the meta-filesystem does not store (symlink, device, socket, non-UTF-8 name)."""
+
+    code = "unsupported_file"
+
+
+class QuotaExceeded(StoreFull):
+    """A put would take the block store past its quota; nothing was written."""
+
+    code = "quota_exceeded"

@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from colonyp2p.errors import ValidationError
-
-
-@dataclass(frozen=True)
-class RunResult:
-    ok: bool
-    output: tuple[Any, ...] = ()
-    errors: tuple[str, ...] = ()
+from colonyp2p.executors.base import LogSink, RunRequest, RunResult
+from colonyp2p.model.ads import Hardware
 
 
 class Registry:
@@ -93,3 +88,39 @@ def builtin() -> Registry:
     for name in functions.__all__:
         registry.register(name, getattr(functions, name))
     return registry
+
+
+class PythonExecutor:
+    """The Executor (executors/base.py) for registered Python functions."""
+
+    def __init__(self, registry: Registry, executortype: str = "python") -> None:
+        self.registry = registry
+        self._type = executortype
+
+    @property
+    def executortype(self) -> str:
+        return self._type
+
+    def functions(self) -> tuple[str, ...]:
+        return self.registry.names
+
+    def hardware(self) -> Hardware:
+        return machine_hardware()
+
+    async def run(self, request: RunRequest, log: LogSink) -> RunResult:
+        spec = request.spec
+        return await self.registry.run(spec.funcname, spec.args, spec.kwargs, request.inputs)
+
+
+def machine_hardware() -> Hardware:
+    """This machine's cores and memory, for an ad."""
+    memory = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return Hardware(cores=os.cpu_count() or 1, memory=memory)

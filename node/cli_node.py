@@ -381,6 +381,7 @@ def _run_foreground(home: Home) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    logging.getLogger("libp2p.kad_dht").setLevel(logging.CRITICAL)
 
     async def main() -> None:
         daemon = Daemon(home)

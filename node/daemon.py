@@ -52,15 +52,18 @@ from colonyp2p.core.node import MEMBERSHIP, ColonyNode, ExecutionResult
 from colonyp2p.core.params import Params
 from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
 from colonyp2p.errors import ColonyError
-from colonyp2p.executors.python import Registry, builtin
+from colonyp2p.executors.base import Executor, RunRequest
+from colonyp2p.executors.factory import make
+from colonyp2p.executors.python import Registry
 from colonyp2p.identity import Identity
-from colonyp2p.model.ads import ExecutorAd, Hardware
+from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.membership import MembershipSet
 from colonyp2p.model.signed import SignedSpec
 from colonyp2p.node import api
 from colonyp2p.node.admission import Admission, serve_joins
 from colonyp2p.node.backend import DaemonBackend
 from colonyp2p.node.colony import history_key
+from colonyp2p.node.discovery import Discovery
 from colonyp2p.node.home import Config, Home, HomeError
 from colonyp2p.node.store import Store
 from colonyp2p.node.transport import Transport
@@ -73,6 +76,7 @@ T = TypeVar("T")
 
 BATCH = 256  # inputs run through the core per persistence round
 ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
+DISCOVER_EVERY = 60.0  # seconds between looks for members in the DHT
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
 OUTCOMES_KEPT = 100_000
@@ -105,14 +109,16 @@ class Daemon:
         home: Home,
         *,
         params: Params | None = None,
-        registry: Registry | None = None,
+        registry: Registry | None = None,  # python functions, for embedding
         listen: list[str] | None = None,
     ) -> None:
         self.home = home
         self.identity: Identity = home.identity()
         self.config: Config = home.config()
         self.params = params or self._params(self.config)
-        self.registry = registry or self._registry(self.config)
+        self.executor_impl: Executor | None = (
+            None if self.config.executor is None else make(self.config.executor, registry)
+        )
         self.listen = listen or self.config.listen
         self.store = Store(home.state_path)
         self.node: ColonyNode | None = None
@@ -133,6 +139,7 @@ class Daemon:
         self._nursery: trio.Nursery | None = None
         self.started_at = 0.0
         self.api_port = 0
+        self.discovery: Discovery | None = None
         self._chain: list[MembershipSet] = []
         self._membership_changed = False
         self.admission = Admission(self)
@@ -148,22 +155,19 @@ class Daemon:
         }
         return Params(**values)
 
-    @staticmethod
-    def _registry(config: Config) -> Registry:
-        ex = config.executor
-        registry = builtin() if ex is None or ex.builtin else Registry()
-        if ex is not None:
-            registry.load(ex.functions)
-        return registry
-
     # --- lifecycle -------------------------------------------------------------------
 
     def _ad(self, membership: MembershipSet) -> ExecutorAd | None:
-        ex = self.config.executor
-        if ex is None or membership.role_of(self.identity.member_id) not in (
-            "owner",
-            "admin",
-            "executor",
+        ex, impl = self.config.executor, self.executor_impl
+        if (
+            ex is None
+            or impl is None
+            or membership.role_of(self.identity.member_id)
+            not in (
+                "owner",
+                "admin",
+                "executor",
+            )
         ):
             return None
         return ExecutorAd.create(
@@ -171,11 +175,11 @@ class Daemon:
             time.time(),
             executortype=ex.type,
             name=ex.name or f"{platform.node() or 'node'}-{self.identity.member_id[-6:]}",
-            functions=self.registry.names,
+            functions=impl.functions(),
             location=ex.location,
             platform=platform.system().lower(),
             architecture=platform.machine(),
-            hardware=Hardware(cores=os.cpu_count() or 1, memory=_memory()),
+            hardware=impl.hardware(),
             capacity=ex.capacity,
         )
 
@@ -214,6 +218,17 @@ class Daemon:
                         "or the address is not this machine's"
                     )
                 serve_joins(transport, self.admission.handle)
+                if self.config.dht != "off":
+                    self.discovery = Discovery(
+                        transport,
+                        colony_id,
+                        self.identity,
+                        is_member=lambda m: node.membership.is_member(m),
+                        server=self.config.dht == "server",
+                        mdns=self.config.mdns,
+                    )
+                    await nursery.start(self.discovery.run)
+                    nursery.start_soon(self._discover, self.discovery)
                 self.api_port = await nursery.start(
                     api.serve, DaemonBackend(self), "127.0.0.1", self.config.api_port
                 )
@@ -415,6 +430,15 @@ class Daemon:
                 )
             await trio.sleep(ADDRS_EVERY)
 
+    async def _discover(self, discovery: Discovery) -> None:
+        """Members found in the DHT fill the address book (for members that joined while
+        this node was away, or that no gossip has introduced yet)."""
+        await discovery.announced.wait()
+        while True:
+            found = await discovery.find_members()
+            log.debug("the DHT knows %d members", len(found))
+            await trio.sleep(DISCOVER_EVERY)
+
     # --- executions ------------------------------------------------------------------
 
     def _start(self, e: StartExecution) -> None:
@@ -428,7 +452,16 @@ class Daemon:
         spec = e.spec.spec
         result = None
         with scope:
-            run = await self.registry.run(spec.funcname, spec.args, spec.kwargs, e.inputs)
+            assert self.executor_impl is not None
+            workdir = self.home.root / "work" / e.pid[:32]
+            workdir.mkdir(parents=True, exist_ok=True)
+            deadline = time.time() + spec.maxexectime if spec.maxexectime > 0 else None
+            request = RunRequest(e.pid, spec, e.inputs, workdir, deadline)
+
+            def log(line: str) -> None:
+                self._event("log", e.pid, {"line": line[:4096]})
+
+            run = await self.executor_impl.run(request, log)
             result = ExecutionResult(run.ok, run.output, run.errors)
         self._runs.pop((e.pid, e.epoch), None)
         if result is not None:
@@ -506,14 +539,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return repr(value)
-
-
-def _memory() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0

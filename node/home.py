@@ -28,9 +28,12 @@ class HomeError(ColonyError):
 
 @dataclass
 class ExecutorConfig:
-    type: str = "local"
+    type: str = "local"  # what specs ask for in conditions.executortype
+    kind: str = "python"  # how it runs them: python, shell, slurm (executors/factory.py)
     name: str = ""
-    functions: list[str] = field(default_factory=list)  # name=module:function entry points
+    # python: name=module:function entry points; shell: the commands allowed (empty: any)
+    functions: list[str] = field(default_factory=list)
+    partition: str = ""  # slurm
     builtin: bool = True  # also serve colonyp2p.executors.builtin
     capacity: int = 2
     location: str = ""
@@ -45,6 +48,8 @@ class Config:
     executor: ExecutorConfig | None = field(default_factory=ExecutorConfig)
     params: dict[str, float] = field(default_factory=dict)  # protocol timing overrides
     psk: str = ""  # 64 hex digits: a private network (every member needs the same key)
+    dht: str = "server"  # server (reachable nodes), client (behind NAT), off
+    mdns: bool = False  # find members on the LAN (noisy on shared networks)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +66,8 @@ class Config:
                 executor=None if ex is None else ExecutorConfig(**ex),
                 params={str(k): float(v) for k, v in data.get("params", {}).items()},
                 psk=str(data.get("psk", "")),
+                dht=str(data.get("dht", "server")),
+                mdns=bool(data.get("mdns", False)),
             )
         except (TypeError, ValueError) as exc:
             raise HomeError(f"config.json is not valid: {exc}") from None

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,15 +40,39 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last error: {last})")
 
 
+# Run inside a node's network namespace (see Node.prefix): API calls made in one process
+# there, since the node's local API listens on that namespace's own 127.0.0.1.
+_REMOTE_CALLS = """
+import json, sys
+from colonyp2p.node.api_client import ApiClient
+from colonyp2p.node.home import Home
+home = Home(sys.argv[1])
+runtime = home.runtime()
+if runtime is None:
+    sys.exit(f"the node in {home.root} is not running")
+out = []
+with ApiClient(str(runtime["api"]), home.identity(), timeout=float(sys.argv[3])) as api:
+    for method, args in json.loads(sys.argv[2]):
+        try:
+            out.append({"ok": getattr(api, method)(*args)})
+        except Exception as exc:
+            out.append({"error": f"{type(exc).__name__}: {exc}"})
+print(json.dumps(out))
+"""
+
+
 class Node:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, prefix: Sequence[str] = ()) -> None:
         self.name = name
         self.home = Home(root / name)
+        # e.g. ["ip", "netns", "exec", NS]: every command for this node runs so, and its
+        # API is then reached through such commands rather than from this process
+        self.prefix = list(prefix)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "COLONYP2P_HOME": str(self.home.root), "COLUMNS": "200"}
         done = subprocess.run(
-            [sys.executable, "-m", "colonyp2p.node.cli", *args],
+            [*self.prefix, sys.executable, "-m", "colonyp2p.node.cli", *args],
             env=env,
             capture_output=True,
             text=True,
@@ -67,12 +91,17 @@ class Node:
         return self.home.identity().member_id
 
     def configure(
-        self, executortype: str | None = None, params: dict[str, float] | None = None
+        self,
+        executortype: str | None = None,
+        params: dict[str, float] | None = None,
+        listen: Sequence[str] = (),
     ) -> None:
         config = self.home.config()
         if executortype is not None and config.executor is not None:
             config.executor.type = executortype
         config.params = dict(FAST if params is None else params)
+        if listen:
+            config.listen = list(listen)
         self.home.save_config(config)
 
     def runtime(self) -> dict[str, Any]:
@@ -95,7 +124,52 @@ class Node:
         with self.api() as api:
             return fn(api)
 
+    def requests(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        timeout: float = 20.0,
+        total: float | None = None,
+    ) -> list[Any]:
+        """The answers to ApiClient calls (method name, arguments), made in one client
+        (in one process inside the namespace when the node has a prefix); raises on the
+        first call that failed. ``timeout`` bounds each call, ``total`` (for a node with a
+        prefix) all of them."""
+        if not self.prefix:
+            with ApiClient(
+                str(self.runtime()["api"]), self.home.identity(), timeout=timeout
+            ) as api:
+                return [getattr(api, method)(*args) for method, args in calls]
+        done = subprocess.run(
+            [
+                *self.prefix,
+                sys.executable,
+                "-c",
+                _REMOTE_CALLS,
+                str(self.home.root),
+                json.dumps([[method, list(args)] for method, args in calls]),
+                str(timeout),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=total if total is not None else CLI_TIMEOUT + timeout * len(calls),
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"API calls on {self.name} failed:\n{done.stdout}{done.stderr}")
+        answers: list[dict[str, Any]] = json.loads(done.stdout)
+        for (method, args), answer in zip(calls, answers, strict=True):
+            if "error" in answer:
+                raise AssertionError(f"{method}{tuple(args)} on {self.name}: {answer['error']}")
+        return [answer["ok"] for answer in answers]
+
+    def request(self, method: str, *args: Any) -> Any:
+        """One ApiClient call by name (see requests)."""
+        return self.requests([(method, args)])[0]
+
     def status(self) -> dict[str, Any]:
+        if self.prefix:
+            answer: dict[str, Any] = self.request("status")
+            return answer
         return self.call(ApiClient.status)
 
     def has_version(self, version: int) -> bool:
@@ -103,17 +177,29 @@ class Node:
         return bool(self.status()["membership_version"] == version)
 
     def members(self) -> dict[str, Any]:
+        if self.prefix:
+            answer: dict[str, Any] = self.request("members")
+            return answer
         return self.call(ApiClient.members)
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        if self.prefix:
+            answer: dict[str, Any] = self.request("submit", spec)
+            return answer
         with self.api() as api:
             return api.submit(spec)
 
     def process(self, pid: str) -> dict[str, Any]:
+        if self.prefix:
+            answer: dict[str, Any] = self.request("process", pid)
+            return answer
         with self.api() as api:
             return api.process(pid)
 
     def processes(self) -> list[dict[str, Any]]:
+        if self.prefix:
+            answer: list[dict[str, Any]] = self.request("processes")
+            return answer
         with self.api() as api:
             return api.processes()
 
@@ -133,29 +219,42 @@ class Cluster:
         self.root = root
         self.nodes: list[Node] = []
 
-    def node(self, name: str) -> Node:
-        node = Node(self.root, name)
+    def node(self, name: str, prefix: Sequence[str] = ()) -> Node:
+        node = Node(self.root, name, prefix)
         self.nodes.append(node)
         return node
 
-    def found(self, executortype: str = "local") -> Node:
+    def found(
+        self,
+        executortype: str = "local",
+        *,
+        prefix: Sequence[str] = (),
+        listen: Sequence[str] = (),
+    ) -> Node:
         """The owner: init, colony create, configure, start."""
-        owner = self.node("owner")
+        owner = self.node("owner", prefix)
         owner.cli("init")
         owner.cli("colony", "create", "testcolony")
-        owner.configure(executortype)
+        owner.configure(executortype, listen=listen)
         owner.cli("start")
         return owner
 
     def join(
-        self, name: str, via: Node, executortype: str = "local", role: str = "executor"
+        self,
+        name: str,
+        via: Node,
+        executortype: str = "local",
+        role: str = "executor",
+        *,
+        prefix: Sequence[str] = (),
+        listen: Sequence[str] = (),
     ) -> Node:
         """A new device joins with a ticket from ``via`` and starts."""
         ticket = via.cli("invite", "--role", role).stdout.strip().replace("\n", "")
         colony_id = via.status()["colony_id"]
-        node = self.node(name)
+        node = self.node(name, prefix)
         node.cli("init")
-        node.configure(executortype)
+        node.configure(executortype, listen=listen)
         node.cli("join", colony_id, "--ticket", ticket, "--name", name)
         node.cli("start")
         return node

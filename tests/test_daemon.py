@@ -9,7 +9,10 @@ import pytest
 import trio
 from cluster import Node, cluster, events, wait_for
 
+from colonyp2p.core.messages import Message, Query
 from colonyp2p.errors import ApiError
+from colonyp2p.identity import Identity
+from colonyp2p.node.transport import ConnectFailed, Transport
 
 pytestmark = pytest.mark.slow
 
@@ -102,15 +105,46 @@ def test_a_revoked_member_is_refused(tmp_path: Path) -> None:
         n1 = c.join("n1", owner)
         gone = c.join("gone", owner)
         owner.cli("members", "revoke", gone.member_id)
-        wait_for(
-            partial(n1.has_version, 4),
-            20,
-            "n1 to learn the revocation",
+        wait_for(partial(n1.has_version, 4), 20, "n1 to learn the revocation")
+        # its own node may have learned it too (then it refuses its own key), or not yet
+        try:
+            answer = gone.submit({"funcname": "add", "args": [1, 2]})
+            assert answer["acknowledged"] is False
+        except ApiError as exc:
+            assert exc.status == 403
+        # whatever the revoked key sends now is refused and counted
+        before = owner.status()["rejected"].get("not_member", 0)
+        received = _intrude(gone.home.identity(), owner, Query("anything"))
+        assert received == []
+        assert owner.status()["rejected"].get("not_member", 0) > before
+
+
+def _intrude(identity: Identity, target: Node, msg: Message) -> list[object]:
+    """Send ``msg`` to ``target`` as ``identity`` over a real libp2p host; what came back."""
+    status = target.status()
+    colony_id, addr = status["colony_id"], status["addrs"][0]
+    received: list[object] = []
+
+    async def run() -> None:
+        transport = Transport(
+            identity,
+            colony_id,
+            is_member=lambda m: True,  # the intruder would talk to anyone
+            on_message=lambda s, m: received.append(m),
+            on_announcement=lambda s, m: received.append(m),
         )
-        answer = gone.submit({"funcname": "add", "args": [1, 2]})
-        assert answer["acknowledged"] is False
-        refused = owner.status()["rejected"]
-        assert refused.get("not_member", 0) > 0
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.run)
+            try:
+                member = await transport.connect(addr)
+            except ConnectFailed:
+                member = target.member_id  # refused at the door is fine too
+            await transport.send(member, msg)
+            await trio.sleep(1.0)  # give the daemon time to (not) answer
+            nursery.cancel_scope.cancel()
+
+    trio.run(run)
+    return received
 
 
 def test_a_non_member_with_the_right_addresses_gets_nothing_in(tmp_path: Path) -> None:
