@@ -180,7 +180,12 @@ class DaemonBackend:
         spec = await self._spec(pid)
         if status is None and spec is None:
             return None
-        return _view(pid, spec, status)
+        view = _view(pid, spec, status)
+        # what it printed, as far as this node saw it (its executor sends it to the submitter)
+        view["logs"] = [
+            e["line"] for e in list(self.daemon.events) if e["pid"] == pid and e["kind"] == "log"
+        ]
+        return view
 
     async def processes(self, state: str | None) -> list[dict[str, Any]]:
         d = self.daemon

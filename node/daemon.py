@@ -21,7 +21,7 @@ import platform
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
@@ -41,6 +41,7 @@ from colonyp2p.core.effects import (
 from colonyp2p.core.messages import (
     Announcement,
     Decide,
+    LogLines,
     Message,
     Outcome,
     PeerAddrs,
@@ -80,6 +81,9 @@ DISCOVER_EVERY = 60.0  # seconds between looks for members in the DHT
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
 OUTCOMES_KEPT = 100_000
+LOG_EVERY = 0.25  # seconds between log batches to submitters
+LOG_BATCH = 500  # lines per batch
+MAX_LOG_LINE = 4096
 
 
 HISTORY = "v"
@@ -91,6 +95,13 @@ class ListenFailed(ColonyError):
 
 class NotInAColony(ColonyError):
     code = "not_in_colony"
+
+
+@dataclass
+class _LogBuffer:
+    submitter: str
+    lines: list[str] = field(default_factory=list)
+    sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ class Daemon:
         self._status_waiters: dict[str, list[trio.MemorySendChannel[Status]]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.outcomes: dict[str, Outcome] = {}  # results this node learned, newest last
+        self._logs: dict[tuple[str, int], _LogBuffer] = {}
+        self._log_seen: dict[tuple[str, int], int] = {}
         self.event_seq = 0
         self._event_added = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -241,6 +254,7 @@ class Daemon:
                 nursery.start_soon(self._core_loop)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._announce_addrs)
+                nursery.start_soon(self._ship_logs)
                 self._event("started", "", {"member": self.identity.member_id})
                 self.home.publish_runtime(
                     {
@@ -267,6 +281,9 @@ class Daemon:
     # --- inputs ----------------------------------------------------------------------
 
     def _on_message(self, sender: str, msg: Message) -> None:
+        if isinstance(msg, LogLines):
+            self._received_logs(msg)
+            return
         if isinstance(msg, Decide) and msg.value.kind != "moved" and msg.pid not in self.outcomes:
             # The winning executor tells the submitter: the result reaches the user
             # without a round of queries to the keepers.
@@ -439,6 +456,30 @@ class Daemon:
             log.debug("the DHT knows %d members", len(found))
             await trio.sleep(DISCOVER_EVERY)
 
+    # --- logs ------------------------------------------------------------------------
+
+    async def _ship_logs(self) -> None:
+        """Send what running processes printed to their submitters, in batches."""
+        while True:
+            await trio.sleep(LOG_EVERY)
+            for pid, epoch in list(self._logs):
+                self._flush_logs(pid, epoch)
+
+    def _flush_logs(self, pid: str, epoch: int) -> None:
+        buf = self._logs.get((pid, epoch))
+        if buf is None or buf.sent == len(buf.lines) or buf.submitter == self.identity.member_id:
+            return
+        lines = tuple(buf.lines[buf.sent : buf.sent + LOG_BATCH])
+        self._outbox(buf.submitter).send_nowait(LogLines(pid, epoch, buf.sent, lines))
+        buf.sent += len(lines)
+
+    def _received_logs(self, msg: LogLines) -> None:
+        seen = self._log_seen.get((msg.pid, msg.epoch), 0)
+        for n, line in enumerate(msg.lines, start=msg.first):
+            if n >= seen:  # a resent batch repeats nothing
+                self._event("log", msg.pid, {"line": line[:MAX_LOG_LINE], "epoch": msg.epoch})
+        self._log_seen[(msg.pid, msg.epoch)] = max(seen, msg.first + len(msg.lines))
+
     # --- executions ------------------------------------------------------------------
 
     def _start(self, e: StartExecution) -> None:
@@ -458,12 +499,18 @@ class Daemon:
             deadline = time.time() + spec.maxexectime if spec.maxexectime > 0 else None
             request = RunRequest(e.pid, spec, e.inputs, workdir, deadline)
 
+            logs = self._logs[(e.pid, e.epoch)] = _LogBuffer(e.spec.submitter)
+
             def log(line: str) -> None:
-                self._event("log", e.pid, {"line": line[:4096]})
+                line = line[:MAX_LOG_LINE]
+                self._event("log", e.pid, {"line": line, "epoch": e.epoch})
+                logs.lines.append(line)
 
             run = await self.executor_impl.run(request, log)
             result = ExecutionResult(run.ok, run.output, run.errors)
         self._runs.pop((e.pid, e.epoch), None)
+        self._flush_logs(e.pid, e.epoch)
+        self._logs.pop((e.pid, e.epoch), None)
         if result is not None:
             self._inbox_send.send_nowait(_Input("done", e.pid, e.epoch, result))
 

@@ -195,6 +195,18 @@ class SetAttributes:
 
 
 @dataclass(frozen=True, slots=True)
+class LogLines:
+    """Lines a process printed, from its executor to its submitter (``first`` numbers the
+    first line, so a repeated batch is recognised). The daemons handle these; the
+    protocol core ignores them."""
+
+    pid: str
+    epoch: int
+    first: int
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MembershipRequest:
     have_version: int
 
@@ -222,6 +234,7 @@ Message = (
     | Install
     | InstallAck
     | SetAttributes
+    | LogLines
     | MembershipRequest
     | MembershipReply
 )
@@ -280,6 +293,7 @@ MESSAGE_TYPES: dict[str, type] = {
         Install,
         InstallAck,
         SetAttributes,
+        LogLines,
         MembershipRequest,
         MembershipReply,
         SpecAnnounce,

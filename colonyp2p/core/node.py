@@ -24,6 +24,7 @@ from colonyp2p.core.messages import (
     Decide,
     Install,
     InstallAck,
+    LogLines,
     MembershipAnnounce,
     MembershipReply,
     MembershipRequest,
@@ -64,6 +65,10 @@ class ExecutionResult:
     ok: bool
     output: tuple[Any, ...] = ()
     errors: tuple[str, ...] = ()
+
+
+def _ignore(sender: str, msg: Any, now: float) -> None:
+    """For messages that only the drivers act on."""
 
 
 class ColonyNode:
@@ -114,6 +119,7 @@ class ColonyNode:
             Install: self.keeper.on_install,
             InstallAck: self.keeper.on_install_ack,
             SetAttributes: self.keeper.on_set_attributes,
+            LogLines: _ignore,
             MembershipRequest: self._on_membership_request,
             MembershipReply: self._on_membership_reply,
         }
