@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from colonyp2p import codec
+from colonyp2p.core.matching import unmet_condition
 from colonyp2p.core.messages import Outcome, Status
 from colonyp2p.errors import Unauthorized, ValidationError
 from colonyp2p.model.colonyos_json import function_spec_from_colonyos, workflow_from_colonyos
@@ -181,11 +182,27 @@ class DaemonBackend:
         if status is None and spec is None:
             return None
         view = _view(pid, spec, status)
+        if view["state"] == "waiting" and spec is not None:
+            view["waiting_reason"] = self._why_waiting(spec)
         # what it printed, as far as this node saw it (its executor sends it to the submitter)
         view["logs"] = [
             e["line"] for e in list(self.daemon.events) if e["pid"] == pid and e["kind"] == "log"
         ]
         return view
+
+    def _why_waiting(self, spec: SignedSpec) -> str:
+        """Why nothing runs it, as far as this node's ads tell (empty if someone could)."""
+        node = self.daemon.node
+        assert node is not None
+        if spec.parents:
+            return "waiting for its parents" if not node.ads else ""
+        reasons = [unmet_condition(spec.spec, ad) for ad in node.ads.values()]
+        if not reasons:
+            return "no executor has announced itself yet"
+        if any(r is None for r in reasons):
+            return ""
+        first = next(r for r in reasons if r)
+        return f"no executor matches ({len(reasons)} known; e.g. {first})"
 
     async def processes(self, state: str | None) -> list[dict[str, Any]]:
         d = self.daemon
@@ -213,8 +230,6 @@ class DaemonBackend:
             while True:
                 status = await d.status_of(pid)
                 if status is not None and status.decided is not None:
-                    break
-                if status is not None and status.state == "running":
                     break
                 await trio.sleep(0.2)
         return await self.process(pid)

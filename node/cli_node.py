@@ -25,6 +25,7 @@ from rich.table import Table
 from colonyp2p.errors import ColonyError
 from colonyp2p.identity import Identity
 from colonyp2p.model.membership import MembershipSet
+from colonyp2p.model.units import format_bytes
 from colonyp2p.node import colony, join
 from colonyp2p.node.api_client import ApiClient
 from colonyp2p.node.home import DEFAULT_HOME, Home
@@ -285,14 +286,89 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ps(
         state: Annotated[str | None, typer.Option(help="waiting, running, ...")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Processes this node submitted or keeps."""
         with client(Home(home)) as api, friendly():
             rows = api.processes(state)
-        table = Table("pid", "func", "state", "output")
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table("pid", "func", "state", "output / why")
         for p in rows:
-            table.add_row(p["pid"][:16], p["funcname"], p["state"], escape(json.dumps(p["output"])))
+            detail = p.get("waiting_reason") or json.dumps(p["output"] or p["errors"])
+            table.add_row(p["pid"][:16], p["funcname"], p["state"], escape(detail[:80]))
+        console.print(table)
+
+    @app.command()
+    def logs(
+        pid: str,
+        follow: Annotated[bool, typer.Option("-f", "--follow", help="until it ends")] = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """What a process printed (its executor sends it to the submitting node)."""
+        shown = 0
+        with client(Home(home)) as api, friendly():
+            while True:
+                process = api.process(pid)
+                for line in process.get("logs", [])[shown:]:
+                    print(line, flush=True)
+                    shown += 1
+                if not follow or process["state"] in ("successful", "failed"):
+                    return
+                time.sleep(0.3)
+
+    @app.command()
+    def cancel(pid: str, home: HomeOption = DEFAULT_HOME) -> None:
+        """Fail a process that has not started yet."""
+        with client(Home(home)) as api, friendly():
+            process = api.cancel(pid)
+        console.print(f"{pid[:16]} is {process['state']}")
+
+    @app.command()
+    def executors(
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """The colony's executors, from their ads."""
+        with client(Home(home)) as api, friendly():
+            members = api.members()["members"]
+        rows = [dict(m["executor"], member_id=m["member_id"]) for m in members if m["executor"]]
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        table = Table("name", "type", "functions", "cores", "memory", "gpus", "capacity")
+        for ex in rows:
+            table.add_row(
+                ex["name"],
+                ex["type"],
+                ", ".join(ex["functions"]) or "any",
+                str(ex["cores"]),
+                format_bytes(ex["memory"]),
+                str(ex["gpus"]),
+                str(ex["capacity"]),
+            )
+        console.print(table)
+
+    workflow_app = typer.Typer(help="Workflows (ColonyOS workflow JSON).", no_args_is_help=True)
+    app.add_typer(workflow_app, name="workflow")
+
+    @workflow_app.command("submit")
+    def workflow_submit(
+        dag: Annotated[Path, typer.Argument(help="a ColonyOS workflow (JSON)")],
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """Submit a workflow; prints each node's process id."""
+        try:
+            data = json.loads(dag.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise fail(f"{dag}: {exc}") from None
+        with client(Home(home)) as api, friendly():
+            answer = api.submit_workflow(data)
+        table = Table("node", "pid")
+        for name, pid in answer["pids"].items():
+            table.add_row(name, pid)
         console.print(table)
 
 
