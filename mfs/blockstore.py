@@ -250,10 +250,11 @@ class BlockStore:
     # --- reading -------------------------------------------------------------------
 
     def has(self, cid: str) -> bool:
-        """Whether the index lists the block (``get`` may still find it corrupt)."""
-        cids.parse(cid)
+        """Whether the block is indexed and its file exists (``get`` may still find it
+        corrupt: only a read verifies the content)."""
+        path = self.block_path(cid)
         with self._lock:
-            return self._indexed(cid)
+            return self._indexed(cid) and path.exists()
 
     def get(self, cid: str) -> bytes:
         """A block's bytes, verified against its CID on every read.
@@ -285,7 +286,8 @@ class BlockStore:
             ) from None
         now = time.time()
         if now - self._touched.get(cid, 0.0) > _TOUCH_EVERY:
-            self._touched[cid] = now
+            with self._lock:
+                self._touched[cid] = now
         return data
 
     def get_manifest(self, cid: str) -> Manifest:

@@ -165,6 +165,6 @@ def resolve_conflicts(
             )
             snapshot = result.snapshot
             conflicts.extend(result.conflicts)
-        w.flush()
+            w.flush()  # the next merge reads this one's snapshot back from the store
         label = commit_label(store, log, writer, membership, path, snapshot, now, merge=True)
     return label, tuple(conflicts)
