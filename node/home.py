@@ -34,6 +34,7 @@ class ExecutorConfig:
     # python: name=module:function entry points; shell: the commands allowed (empty: any)
     functions: list[str] = field(default_factory=list)
     partition: str = ""  # slurm
+    namespace: str = "default"  # kubernetes
     builtin: bool = True  # also serve colonyp2p.executors.builtin
     capacity: int = 2
     location: str = ""

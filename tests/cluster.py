@@ -95,10 +95,12 @@ class Node:
         executortype: str | None = None,
         params: dict[str, float] | None = None,
         listen: Sequence[str] = (),
+        kind: str = "python",
     ) -> None:
         config = self.home.config()
         if executortype is not None and config.executor is not None:
             config.executor.type = executortype
+            config.executor.kind = kind
         config.params = dict(FAST if params is None else params)
         if listen:
             config.listen = list(listen)
@@ -248,13 +250,14 @@ class Cluster:
         *,
         prefix: Sequence[str] = (),
         listen: Sequence[str] = (),
+        kind: str = "python",
     ) -> Node:
         """A new device joins with a ticket from ``via`` and starts."""
         ticket = via.cli("invite", "--role", role).stdout.strip().replace("\n", "")
         colony_id = via.status()["colony_id"]
         node = self.node(name, prefix)
         node.cli("init")
-        node.configure(executortype, listen=listen)
+        node.configure(executortype, listen=listen, kind=kind)
         node.cli("join", colony_id, "--ticket", ticket, "--name", name)
         node.cli("start")
         return node

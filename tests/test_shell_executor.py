@@ -1,0 +1,246 @@
+"""The shell executor runs real commands: these tests start real processes (sh, echo,
+sleep, env, printf), because what matters is what the kernel sees: the argument
+vector, the environment, the process group and who is left alive after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from colonyp2p.executors.base import RunRequest, RunResult
+from colonyp2p.executors.shell import (
+    KILLED_AT_DEADLINE,
+    LineSplitter,
+    ShellExecutor,
+    stringify,
+)
+from colonyp2p.model.spec import FunctionSpec
+
+MINIMAL_ENV = {"PATH", "HOME", "PWD", "TMPDIR", "LANG", "COLONY_PROCESS_ID"}
+
+
+class Log:
+    """A log sink that remembers each line and when it came."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.times: list[float] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        self.times.append(time.monotonic())
+
+
+def request(
+    tmp_path: Path,
+    funcname: str,
+    *args: Any,
+    env: dict[str, str] | None = None,
+    maxexectime: float = -1,
+    deadline: float | None = None,
+    inputs: tuple[Any, ...] = (),
+) -> RunRequest:
+    spec = FunctionSpec(funcname, args=args, env=env or {}, maxexectime=maxexectime)
+    return RunRequest("pid-" + funcname, spec, inputs, tmp_path, deadline)
+
+
+async def run(
+    tmp_path: Path, funcname: str, *args: Any, executor: ShellExecutor | None = None, **kw: Any
+) -> tuple[RunResult, Log]:
+    log = Log()
+    with trio.fail_after(10):
+        result = await (executor or ShellExecutor()).run(
+            request(tmp_path, funcname, *args, **kw), log
+        )
+    return result, log
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a dead child nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def wait_for_file(path: Path, timeout: float = 5.0) -> str:
+    with trio.fail_after(timeout):
+        while not (path.exists() and path.read_text().strip()):
+            await trio.sleep(0.02)
+    return path.read_text().strip()
+
+
+async def test_success_returns_exit_code_and_stdout(tmp_path: Path) -> None:
+    result, log = await run(tmp_path, "echo", "hello", 42, True)
+    assert result == RunResult(True, output=(0, "hello 42 true"))
+    assert log.lines == ["hello 42 true"]
+
+
+async def test_failure_returns_exit_code_and_stderr_tail(tmp_path: Path) -> None:
+    script = "echo partial; echo 'it broke' >&2; echo 'really' >&2; exit 3"
+    result, log = await run(tmp_path, "sh", "-c", script)
+    assert not result.ok
+    assert result.errors == ("sh exited with code 3", "it broke\nreally")
+    assert "partial" in log.lines
+    assert "stderr: it broke" in log.lines
+
+
+async def test_killed_by_signal_says_which(tmp_path: Path) -> None:
+    result, _ = await run(tmp_path, "sh", "-c", "kill -SEGV $$")
+    assert not result.ok
+    assert result.errors[0] == "sh killed by SIGSEGV"
+
+
+async def test_runs_in_workdir_and_lines_stream_as_they_come(tmp_path: Path) -> None:
+    result, log = await run(tmp_path, "sh", "-c", "pwd; sleep 0.6; echo late")
+    assert result.ok
+    assert log.lines == [str(tmp_path), "late"]
+    assert log.times[1] - log.times[0] > 0.4  # the first line did not wait for the end
+
+
+async def test_env_is_the_spec_env_on_a_minimal_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAEMON_SECRET", "do-not-leak")
+    result, log = await run(tmp_path, "env", env={"FOO": "bar baz", "LANG": "en_US.UTF-8"})
+    assert result.ok
+    env = dict(line.split("=", 1) for line in log.lines)
+    assert "DAEMON_SECRET" not in env
+    assert set(env) <= MINIMAL_ENV | {"FOO"}
+    assert env["FOO"] == "bar baz"
+    assert env["LANG"] == "en_US.UTF-8"  # the spec wins over the defaults
+    assert env["HOME"] == str(tmp_path)
+    assert env["COLONY_PROCESS_ID"] == "pid-env"
+
+
+async def test_inputs_are_a_json_file(tmp_path: Path) -> None:
+    result, _ = await run(tmp_path, "sh", "-c", 'cat "$COLONY_INPUTS"', inputs=([1, 2], "x"))
+    assert result.ok
+    assert json.loads(result.output[1]) == [[1, 2], "x"]
+
+
+async def test_hostile_args_are_passed_literally(tmp_path: Path) -> None:
+    victim = tmp_path / "x"
+    victim.write_text("still here")
+    hostile = ["; rm -rf x", "$(touch pwned)", "`touch pwned2`", "a && rm x", "*", "'\"", "\\n"]
+    result, log = await run(tmp_path, "printf", "%s\\n", *hostile)
+    assert result.ok
+    assert log.lines == hostile
+    assert victim.read_text() == "still here"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+async def test_allow_list_refuses_other_commands(tmp_path: Path) -> None:
+    executor = ShellExecutor(allowed=("echo",))
+    assert executor.functions() == ("echo",)
+    victim = tmp_path / "x"
+    victim.write_text("kept")
+    result, log = await run(tmp_path, "rm", "x", executor=executor)
+    assert not result.ok
+    assert "not on this executor's allow-list" in result.errors[0]
+    assert log.lines == []
+    assert victim.exists()
+    ok, _ = await run(tmp_path, "echo", "fine", executor=executor)
+    assert ok.ok
+
+
+async def test_unknown_command_is_a_failed_result(tmp_path: Path) -> None:
+    result, _ = await run(tmp_path, "no-such-command-here")
+    assert not result.ok
+    assert "not found" in result.errors[0]
+
+
+async def test_deadline_kills_the_process_group(tmp_path: Path) -> None:
+    start = time.monotonic()
+    script = "sleep 30 & echo $! > child.pid; echo going to sleep >&2; wait"
+    result, _ = await run(tmp_path, "sh", "-c", script, maxexectime=0.8)
+    elapsed = time.monotonic() - start
+    assert not result.ok
+    assert result.errors[0].startswith(KILLED_AT_DEADLINE)
+    assert "going to sleep" in result.errors[1]
+    assert elapsed < 2.5
+    assert not alive(int((tmp_path / "child.pid").read_text()))
+
+
+async def test_request_deadline_applies_too(tmp_path: Path) -> None:
+    start = time.monotonic()
+    result, _ = await run(tmp_path, "sleep", 30, deadline=time.time() + 0.5)
+    assert not result.ok
+    assert result.errors[0].startswith(KILLED_AT_DEADLINE)
+    assert time.monotonic() - start < 2.0
+
+
+async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
+    start = time.monotonic()
+    executor = ShellExecutor(grace=0.5)
+    script = "trap '' TERM; echo ready; while true; do sleep 0.1; done"
+    result, _ = await run(tmp_path, "sh", "-c", script, maxexectime=0.5, executor=executor)
+    assert not result.ok
+    assert result.errors[0].startswith(KILLED_AT_DEADLINE)
+    assert time.monotonic() - start < 2.5
+
+
+async def test_cancellation_kills_the_process_group_and_propagates(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    log = Log()
+    req = request(tmp_path, "sh", "-c", "sleep 30 & echo $! > child.pid; echo $$ > sh.pid; wait")
+    finished: list[RunResult] = []
+    start = time.monotonic()
+    with trio.fail_after(5):
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def go() -> None:
+                    finished.append(await ShellExecutor().run(req, log))
+
+                nursery.start_soon(go)
+                child = int(await wait_for_file(pidfile))
+                leader = int(await wait_for_file(tmp_path / "sh.pid"))
+                assert alive(child)
+                scope.cancel()
+    assert scope.cancelled_caught  # the Cancelled went through run(), not swallowed
+    assert finished == []
+    assert time.monotonic() - start < 4
+    assert not alive(child)
+    assert not alive(leader)
+
+
+async def test_children_left_behind_are_killed_after_a_normal_exit(tmp_path: Path) -> None:
+    result, _ = await run(tmp_path, "sh", "-c", "sleep 30 & echo $! > child.pid")
+    assert result.ok
+    assert not alive(int((tmp_path / "child.pid").read_text()))
+
+
+def test_hardware_is_this_machine() -> None:
+    hw = ShellExecutor().hardware()
+    assert hw.cores == len(os.sched_getaffinity(0))
+    assert hw.memory > 0
+
+
+def test_stringify_spells_json_scalars() -> None:
+    assert [stringify(v) for v in ("a b", 1, 2.5, True, False, None, [1, "x"], {"b": 1})] == [
+        "a b",
+        "1",
+        "2.5",
+        "true",
+        "false",
+        "null",
+        '[1, "x"]',
+        '{"b": 1}',
+    ]
+
+
+def test_line_splitter_keeps_partial_lines_and_bad_utf8() -> None:
+    splitter = LineSplitter()
+    assert splitter.feed(b"one\r\ntw") == ["one"]
+    assert splitter.feed(b"o\n\xff\n") == ["two", "\ufffd"]
+    assert splitter.feed(b"end") == []
+    assert splitter.flush() == ["end"]
+    assert splitter.flush() == []
