@@ -10,10 +10,12 @@ from colonyp2p.model.membership import Member, MembershipSet
 from colonyp2p.node.home import Home
 from colonyp2p.node.store import Store
 
+HISTORY = "v"
+
 
 def history_key(membership: MembershipSet) -> str:
     """Where each membership version is kept, beside "current" (the daemon keeps them too)."""
-    return f"v{membership.version:012d}"
+    return f"{HISTORY}{membership.version:012d}"
 
 
 class ColonyExists(ColonyError):

@@ -63,7 +63,7 @@ from colonyp2p.model.signed import SignedSpec
 from colonyp2p.node import api
 from colonyp2p.node.admission import Admission, serve_joins
 from colonyp2p.node.backend import DaemonBackend
-from colonyp2p.node.colony import history_key
+from colonyp2p.node.colony import HISTORY, history_key
 from colonyp2p.node.discovery import Discovery
 from colonyp2p.node.home import Config, Home, HomeError
 from colonyp2p.node.store import Store
@@ -84,9 +84,6 @@ OUTCOMES_KEPT = 100_000
 LOG_EVERY = 0.25  # seconds between log batches to submitters
 LOG_BATCH = 500  # lines per batch
 MAX_LOG_LINE = 4096
-
-
-HISTORY = "v"
 
 
 class ListenFailed(ColonyError):

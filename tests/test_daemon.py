@@ -9,9 +9,12 @@ import pytest
 import trio
 from cluster import Node, cluster, events, wait_for
 
-from colonyp2p.core.messages import Message, Query
+from colonyp2p.core.messages import Message, Query, SpecAnnounce, StoreSpec
+from colonyp2p.core.topics import spec_topic
 from colonyp2p.errors import ApiError
 from colonyp2p.identity import Identity
+from colonyp2p.model.signed import SignedSpec
+from colonyp2p.model.spec import FunctionSpec
 from colonyp2p.node.transport import ConnectFailed, Transport
 
 pytestmark = pytest.mark.slow
@@ -119,8 +122,11 @@ def test_a_revoked_member_is_refused(tmp_path: Path) -> None:
         assert owner.status()["rejected"].get("not_member", 0) > before
 
 
-def _intrude(identity: Identity, target: Node, msg: Message) -> list[object]:
-    """Send ``msg`` to ``target`` as ``identity`` over a real libp2p host; what came back."""
+def _intrude(
+    identity: Identity, target: Node, msg: Message, announce: SpecAnnounce | None = None
+) -> list[object]:
+    """Send ``msg`` to ``target`` as ``identity`` over a real libp2p host (and publish
+    ``announce`` on its topic); what came back."""
     status = target.status()
     colony_id, addr = status["colony_id"], status["addrs"][0]
     received: list[object] = []
@@ -139,6 +145,10 @@ def _intrude(identity: Identity, target: Node, msg: Message) -> list[object]:
                 member = await transport.connect(addr)
             except ConnectFailed:
                 member = target.member_id  # refused at the door is fine too
+            if announce is not None:
+                topic = spec_topic(colony_id, announce.spec.spec)
+                await transport.subscribe(topic)
+                await transport.publish(topic, announce)
             await transport.send(member, msg)
             await trio.sleep(1.0)  # give the daemon time to (not) answer
             nursery.cancel_scope.cancel()
@@ -148,45 +158,15 @@ def _intrude(identity: Identity, target: Node, msg: Message) -> list[object]:
 
 
 def test_a_non_member_with_the_right_addresses_gets_nothing_in(tmp_path: Path) -> None:
-    from colonyp2p.core.messages import SpecAnnounce, StoreSpec
-    from colonyp2p.core.topics import spec_topic
-    from colonyp2p.identity import Identity
-    from colonyp2p.model.signed import SignedSpec
-    from colonyp2p.model.spec import FunctionSpec
-    from colonyp2p.node.transport import ConnectFailed, Transport
-
     with cluster(tmp_path) as c:
         owner = c.found()
-        status = owner.status()
-        colony_id, addr = status["colony_id"], status["addrs"][0]
+        colony_id = owner.status()["colony_id"]
         stranger = Identity.generate()
         spec = SignedSpec.create(FunctionSpec("add", args=(1, 2)), stranger, colony_id, 0.0, b"x")
-        received: list[object] = []
-
-        async def intrude() -> dict[str, int]:
-            transport = Transport(
-                stranger,
-                colony_id,
-                is_member=lambda m: True,  # the stranger would talk to anyone
-                on_message=lambda s, m: received.append(m),
-                on_announcement=lambda s, m: received.append(m),
-            )
-            async with trio.open_nursery() as nursery:
-                await nursery.start(transport.run)
-                try:
-                    member = await transport.connect(addr)
-                except ConnectFailed:
-                    member = owner.member_id  # refused at the door is fine too
-                await transport.subscribe(spec_topic(colony_id, spec.spec))
-                await transport.send(member, StoreSpec(spec, (member,), 1))
-                await transport.publish(
-                    spec_topic(colony_id, spec.spec), SpecAnnounce(spec, (member,))
-                )
-                await trio.sleep(1.0)  # give the daemon time to (not) act on it
-                nursery.cancel_scope.cancel()
-            return dict(transport.stats)
-
-        trio.run(intrude)
+        keepers = (owner.member_id,)
+        received = _intrude(
+            stranger, owner, StoreSpec(spec, keepers, 1), SpecAnnounce(spec, keepers)
+        )
         assert received == []
         refused = owner.status()["rejected"]
         assert refused.get("not_member", 0) >= 1
