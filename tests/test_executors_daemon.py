@@ -3,6 +3,9 @@ elsewhere and the submitter sees both attempts' logs; a Slurm job through the co
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -25,7 +28,13 @@ def test_a_dead_executor_s_command_runs_again_and_both_attempts_are_logged(
         owner = c.found()
         w1 = c.join("w1", owner, executortype="worker", kind="shell")
         w2 = c.join("w2", owner, executortype="worker", kind="shell")
-        script = "echo attempt on $COLONY_PROCESS_ID; sleep 2; echo done"
+        # The first attempt cannot finish before it is killed, however slow the
+        # machine; the second finds the marker and finishes at once.
+        marker = tmp_path / "first-attempt-started"
+        script = (
+            f"echo attempt on $COLONY_PROCESS_ID; "
+            f"if [ -e {marker} ]; then echo done; else echo $$ > {marker}; exec sleep 120; fi"
+        )
         pid = owner.submit(
             {
                 "funcname": "sh",
@@ -49,6 +58,9 @@ def test_a_dead_executor_s_command_runs_again_and_both_attempts_are_logged(
         logs = _logs(owner, pid)
         assert sum(line.startswith("attempt on") for line in logs) == 2, logs
         assert logs.count("done") == 1, logs
+        # A SIGKILLed daemon cannot stop its command: the orphan is ours to end.
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(marker.read_text()), signal.SIGKILL)
 
 
 def test_a_slurm_job_through_the_colony(tmp_path: Path) -> None:
