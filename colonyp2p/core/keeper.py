@@ -165,8 +165,18 @@ class KeeperRole:
             node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
             return
         attempts = rec.expired_attempts
-        if not rec.released and rec.purpose == "claim" and rec.holder and rec.accepted is None:
-            attempts += 1  # the previous lease ran out: one more try used
+        renewed_claim = rec.holder == sender and rec.leased(now)
+        if (
+            not rec.released
+            and rec.purpose == "claim"
+            and rec.holder
+            and rec.accepted is None
+            and not renewed_claim
+        ):
+            # The previous lease ran out: one more try used. Not so when its own holder asks
+            # again while it is live: a claim that lost a contended ballot retries before
+            # its Release of the old epoch arrives here, and it never ran.
+            attempts += 1
         rec = dataclasses.replace(
             rec,
             promised=msg.epoch,
