@@ -2,7 +2,10 @@
 
 Executors rank themselves per process by rendezvous hashing: the best-ranked of
 the matching executors claims at once, the next ones a slot later each, so
-contention is rare and no coordinator is needed. Among processes it may claim,
+contention is rare and no coordinator is needed. Among a few matching executors
+(EXACT_RANKS) each computes its exact rank, so one claims first; in larger colonies
+an executor estimates its rank from its own score and the number of matching ads,
+``claim_fanout`` of them per slot. Among processes it may claim,
 an executor takes the highest priority first, then the oldest.
 """
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from colonyp2p.core.node import ColonyNode
 
 AGE_BUCKET = 5.0  # seconds: within a bucket, rendezvous order replaces strict FIFO
+EXACT_RANKS = 64  # up to this many matching executors, each computes its exact rank
 MAX_CLAIM_RETRIES = 3
 
 
@@ -48,28 +52,43 @@ class ExecutorRole:
         self._ready: list[tuple[tuple[int, int, float], str]] = []
         self.active: dict[str, int] = {}  # pid -> epoch of claims in flight or running
         self._wake_at = math.inf
-        # per (funcname, conditions): a spec with them, and how many known ads match it
-        self._match_counts: dict[object, tuple[FunctionSpec, int]] = {}
+        # per (funcname, conditions): a spec with them, and the executors whose ads match it
+        self._matching: dict[object, tuple[FunctionSpec, set[str]]] = {}
+        self._keys: dict[str, int] = {}
         self._retries: dict[str, int] = {}
 
     def ads_changed(self, old: ExecutorAd | None, new: ExecutorAd | None) -> None:
-        """An ad was added, replaced or dropped: keep the match counts without recounting."""
-        counts = self._match_counts
-        for key, (s, count) in counts.items():
-            delta = (new is not None and matches(s, new)) - (old is not None and matches(s, old))
-            if delta:
-                counts[key] = (s, count + delta)
+        """An ad was added, replaced or dropped: keep the match sets without recounting."""
+        for s, members in self._matching.values():
+            if old is not None and matches(s, old):
+                members.discard(old.executor_id)
+            if new is not None and matches(s, new):
+                members.add(new.executor_id)
 
-    def _matching_executors(self, spec: SignedSpec) -> int:
+    def _matching_executors(self, spec: SignedSpec) -> set[str]:
         s = spec.spec
         key = (s.funcname, s.conditions)
-        known = self._match_counts.get(key)
+        known = self._matching.get(key)
         if known is None:
-            count = sum(1 for ad in self.node.ads.values() if matches(s, ad))
-            self._match_counts[key] = (s, count)
-        else:
-            count = known[1]
-        return max(count, 1)
+            members = {ad.executor_id for ad in self.node.ads.values() if matches(s, ad)}
+            self._matching[key] = (s, members)
+            return members
+        return known[1]
+
+    def _slot(self, spec: SignedSpec, score: float) -> int:
+        """How many claim slots this executor waits for ``spec``."""
+        others = self._matching_executors(spec) - {self.node.member_id}
+        if len(others) < EXACT_RANKS:
+            pid, keys = spec.pid, self._keys
+            rank = 0
+            for member in others:
+                key = keys.get(member)
+                if key is None:
+                    key = keys[member] = dht_key(member)
+                if rendezvous_score(key, pid) < score:
+                    rank += 1
+            return rank
+        return int(score * (len(others) + 1) / self.node.params.claim_fanout)
 
     def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:
         ad = self.ad
@@ -80,8 +99,7 @@ class ExecutorRole:
             return
         p = self.node.params
         score = rendezvous_score(self.my_key, pid)
-        rank = score * self._matching_executors(spec) / p.claim_fanout
-        slot = int(rank)
+        slot = self._slot(spec, score)
         if slot >= p.candidate_slots * (2 ** min(round_, 10)):
             return  # better-ranked executors will take it; a re-announcement widens the circle
         ready_at = now + slot * p.claim_slot

@@ -155,11 +155,13 @@ class KeeperRole:
         if msg.epoch == rec.promised and sender == rec.holder and not rec.released:
             node.send(sender, self._promise(rec, now))  # a resent Prepare: same answer
             return
+        if rec.leased(now) and rec.holder != sender:
+            # Said before a stale epoch: a claimant that lost to a live lease must give
+            # up, not retry at a higher epoch and take the winner's keepers from it.
+            node.send(sender, Refuse(msg.pid, msg.epoch, "leased", rec.promised))
+            return
         if msg.epoch <= rec.promised:
             node.send(sender, Refuse(msg.pid, msg.epoch, "stale_epoch", rec.promised))
-            return
-        if rec.leased(now) and rec.holder != sender:
-            node.send(sender, Refuse(msg.pid, msg.epoch, "leased", rec.promised))
             return
         if msg.purpose == "claim" and not rec.ready():
             node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))

@@ -134,6 +134,10 @@ class ColonyNode:
 
     def publish(self, item: Announcement) -> None:
         self.out.append(Publish(item))
+        if isinstance(item, SpecAnnounce):
+            # Gossip does not echo our own publications: our executor hears them here,
+            # or a process it ranks first would wait for the next one in line.
+            self.executor.on_spec(item.spec, item.keepers, item.round, self.now)
 
     def persist(self, table: str, key: str, value: Any) -> None:
         self.out.append(Persist(table, key, value))
