@@ -87,6 +87,14 @@ class ApiBackend(Protocol):
         """Remove a member; None if there is no such member (404)."""
         ...
 
+    async def fs(self, op: str, request: dict[str, Any], member: str) -> dict[str, Any]:
+        """A meta-filesystem operation (``colonynode fs OP``); long ones answer {"job": id}."""
+        ...
+
+    async def fs_job(self, job_id: str) -> dict[str, Any] | None:
+        """A meta-filesystem job's progress and result; None if unknown (404)."""
+        ...
+
     def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
         """Events (process state changes, logs) after sequence number ``since``, in
         order, then new ones as they happen; the server closes it when the client leaves."""
@@ -117,6 +125,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/v1/workflows", "submit_workflow"),
     ("GET", "/v1/processes/{pid}", "process"),
     ("POST", "/v1/processes/{pid}/cancel", "cancel"),
+    ("GET", "/v1/fs/jobs/{pid}", "fs_job"),
+    ("POST", "/v1/fs/{pid}", "fs"),
     ("GET", "/v1/events", "events"),
     ("GET", "/v1/openapi.json", "openapi"),
 )
@@ -260,6 +270,8 @@ class ApiServer:
             return 201, await backend.submit_workflow(request.json_object(), request.member)
         if handler == "invite":
             return 201, await backend.invite(request.json_object(), request.member)
+        if handler == "fs":
+            return 200, await backend.fs(request.pid, request.json_object(), request.member)
         if handler == "process":
             found = await backend.process(request.pid)
         elif handler == "approve":
@@ -268,10 +280,14 @@ class ApiServer:
             found = await backend.revoke(request.pid, request.member)
         elif handler == "cancel":
             found = await backend.cancel(request.pid, request.member)
+        elif handler == "fs_job":
+            found = await backend.fs_job(request.pid)
         else:
             raise AssertionError(f"no handler {handler}")
         if found is None:
-            what = "member" if handler in ("approve", "revoke") else "process"
+            what = {"approve": "member", "revoke": "member", "fs_job": "job"}.get(
+                handler, "process"
+            )
             _refuse(404, "not_found", f"no {what} {request.pid}")
         return 200, found
 

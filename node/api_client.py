@@ -116,6 +116,13 @@ class ApiClient:
         finally:
             response.close()
 
+    def fs(self, op: str, **args: Any) -> dict[str, Any]:
+        """A meta-filesystem operation (see docs/MFS.md); long ones answer {"job": id}."""
+        return self._object(self._call("POST", f"/v1/fs/{_segment(op)}", body=args))
+
+    def fs_job(self, job_id: str) -> dict[str, Any]:
+        return self._object(self._call("GET", f"/v1/fs/jobs/{_segment(job_id)}"))
+
     # --- plumbing --------------------------------------------------------------
 
     def _call(

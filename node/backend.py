@@ -234,6 +234,13 @@ class DaemonBackend:
                 await trio.sleep(0.2)
         return await self.process(pid)
 
+    async def fs(self, op: str, request: dict[str, Any], member: str) -> dict[str, Any]:
+        return await self.daemon.fs.api(op, request)
+
+    async def fs_job(self, job_id: str) -> dict[str, Any] | None:
+        job = self.daemon.fs.jobs.get(job_id)
+        return None if job is None else job.as_dict()
+
     async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
         d = self.daemon
         last = since

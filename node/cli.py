@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from colonyp2p.errors import ScenarioError
+from colonyp2p.node import cli_fs
 from colonyp2p.node.cli_node import register
 from colonyp2p.simulations import scenario as scenarios
 from colonyp2p.simulations.engine import Result, Simulation, simulate
@@ -120,6 +121,7 @@ def demo_cmd(
 
 
 register(app)
+cli_fs.register(app)
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ from colonyp2p.node.admission import Admission, serve_joins
 from colonyp2p.node.backend import DaemonBackend
 from colonyp2p.node.colony import HISTORY, history_key
 from colonyp2p.node.discovery import Discovery
+from colonyp2p.node.fs import FsService
 from colonyp2p.node.home import Config, Home, HomeError
 from colonyp2p.node.store import Store
 from colonyp2p.node.transport import Transport
@@ -153,6 +154,7 @@ class Daemon:
         self._chain: list[MembershipSet] = []
         self._membership_changed = False
         self.admission = Admission(self)
+        self.fs = FsService(self)  # the meta-filesystem (node/fs.py)
 
     @staticmethod
     def _params(config: Config) -> Params:
@@ -239,6 +241,7 @@ class Daemon:
                     )
                     await nursery.start(self.discovery.run)
                     nursery.start_soon(self._discover, self.discovery)
+                await nursery.start(self.fs.run)
                 self.api_port = await nursery.start(
                     api.serve, DaemonBackend(self), "127.0.0.1", self.config.api_port
                 )
@@ -503,7 +506,9 @@ class Daemon:
                 self._event("log", e.pid, {"line": line, "epoch": e.epoch})
                 logs.lines.append(line)
 
-            run = await self.executor_impl.run(request, log)
+            impl = self.executor_impl
+            # sync directives (spec.fs) around the run, for every executor kind
+            run = await self.fs.around_run(spec, workdir, log, lambda: impl.run(request, log))
             result = ExecutionResult(run.ok, run.output, run.errors)
         self._runs.pop((e.pid, e.epoch), None)
         self._flush_logs(e.pid, e.epoch)

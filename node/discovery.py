@@ -151,6 +151,12 @@ def provider_key(colony_id: str, shard: int) -> bytes:
     )
 
 
+def content_key(colony_id: str, cid: str) -> bytes:
+    """The provider key of a snapshot (or block) in a colony's DHT: a sha256 multihash,
+    colony-scoped so that colonies sharing a DHT do not mix providers."""
+    return b"\x12\x20" + hashlib.sha256(f"{NAMESPACE}/blocks/{colony_id}/{cid}".encode()).digest()
+
+
 def shard_of(member_id: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(member_id.encode()).digest()[:4], "big") % shards
 
@@ -346,6 +352,46 @@ class Discovery:
             del found[member_id]
         for member_id, addrs in found.items():
             self._teach(member_id, list(addrs))
+        return sorted(found)
+
+    async def provide(self, key: bytes) -> bool:
+        """Announce that this member provides ``key`` (a multihash, e.g. a snapshot's
+        ``content_key``); True if the record reached another node."""
+        dht = self.dht
+        if dht is None:
+            return False
+        told: list[bool] = []
+
+        async def provide() -> None:
+            told.append(bool(await dht.provider_store.provide(key)))
+
+        await self._bounded("provide_content", provide)
+        return bool(told and told[0])
+
+    async def find_providers(self, key: bytes) -> list[str]:
+        """Members (not us) that announced ``key``, de-duplicated; their addresses go to
+        the transport's address book; [] while the DHT is not running."""
+        dht = self.dht
+        if dht is None:
+            return []
+        store = dht.provider_store
+        infos = list(store.get_providers(key))
+
+        async def ask(peer: Any, key: bytes) -> None:
+            providers, _ = await store._get_providers_from_peer_with_closers(peer, key)
+            infos.extend(providers)
+
+        await self._bounded("find_providers", self._ask_closest, dht, [key], ask)
+        found: dict[str, dict[str, None]] = {}
+        for info in infos:
+            found.setdefault(str(info.peer_id), {}).update(dict.fromkeys(map(str, info.addrs)))
+        found.pop(self.member_id, None)
+        for member_id, addrs in list(found.items()):
+            if not self._is_member(member_id):
+                self.stats["non_member_provider"] += 1
+                del found[member_id]
+            else:
+                self._teach(member_id, list(addrs))
         return sorted(found)
 
     async def lookup(self, member_id: str) -> list[str]:

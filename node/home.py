@@ -51,6 +51,9 @@ class Config:
     psk: str = ""  # 64 hex digits: a private network (every member needs the same key)
     dht: str = "server"  # server (reachable nodes), client (behind NAT), off
     mdns: bool = False  # find members on the LAN (noisy on shared networks)
+    # the meta-filesystem: quota (bytes of blocks kept, 0: none), serve_rate (bytes/s
+    # sent to peers at most, 0: no cap), chunker ("cdc-..." or "fixed-<bytes>")
+    mfs: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +72,7 @@ class Config:
                 psk=str(data.get("psk", "")),
                 dht=str(data.get("dht", "server")),
                 mdns=bool(data.get("mdns", False)),
+                mfs=dict(data.get("mfs", {})),
             )
         except (TypeError, ValueError) as exc:
             raise HomeError(f"config.json is not valid: {exc}") from None

@@ -160,6 +160,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["processes"],
         "properties": {"processes": {"type": "array", "items": _ref("Process")}},
     },
+    "FsRequest": {"type": "object", "description": "Arguments of a meta-filesystem operation."},
     "Event": {
         "type": "object",
         "description": "A process state change or a log line; `seq` orders the events.",
@@ -270,6 +271,28 @@ def _paths() -> dict[str, Any]:
                 _json(free_form, "The process as cancelled."),
                 (400, 404, 413),
                 parameters=[_PID],
+            )
+        },
+        "/v1/fs/{pid}": {
+            "post": _operation(
+                "A meta-filesystem operation: put, get, ls, rm, label, history, snapshot, "
+                "sync, pin, gc or du (the path segment); long ones answer {job: id}",
+                _json(free_form, "The result, or the job to follow."),
+                (400, 404, 413),
+                parameters=[
+                    {"name": "pid", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                body=("FsRequest", "The operation's arguments (see docs/MFS.md)."),
+            )
+        },
+        "/v1/fs/jobs/{pid}": {
+            "get": _operation(
+                "A meta-filesystem job: state, progress, result or error",
+                _json(free_form, "The job."),
+                (404,),
+                parameters=[
+                    {"name": "pid", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
             )
         },
         "/v1/events": {

@@ -322,7 +322,14 @@ class Transport:
                 await reset_stream(stream)
         return written
 
-    async def _open_stream(self, to: str) -> Any:
+    async def open_stream(self, to: str, protocol: TProtocol) -> Any:
+        """A new stream to member ``to`` on ``protocol`` (for request/response services
+        such as the block exchange), dialed as ``send`` dials; None if unreachable."""
+        if to == self.member_id or not self.running or not self._is_member(to):
+            return None
+        return await self._open_stream(to, protocol)
+
+    async def _open_stream(self, to: str, protocol: TProtocol = MSG_PROTOCOL) -> Any:
         host = self._host  # if it closes meanwhile, new_stream fails and we return None
         try:
             peer = ID.from_base58(to)
@@ -332,7 +339,7 @@ class Transport:
         network: Any = host.get_network()
         with trio.move_on_after(self._open_timeout):
             if network.get_connections(peer):
-                return await self._new_stream(host, peer)
+                return await self._new_stream(host, peer, protocol)
             # py-libp2p dials only the first address of each transport class, and then
             # refuses to dial the peer at all for 60 s once that failed (its negative
             # cache). Hand it one address at a time, newest first, so that a member
@@ -343,7 +350,7 @@ class Transport:
                 # ttl 0: never expires (host.connect() files addresses for 120 s only)
                 store.add_addrs(peer, [addr], _PERMANENT_TTL)
                 network.unblock_peer(peer)
-                stream = await self._new_stream(host, peer)
+                stream = await self._new_stream(host, peer, protocol)
                 if stream is not None:
                     self.add_addrs(to, [str(addr)])  # the address that worked goes first
                     return stream
@@ -359,9 +366,9 @@ class Transport:
             learned = []
         return candidates + [a for a in learned if a not in candidates]
 
-    async def _new_stream(self, host: Any, peer: ID) -> Any:
+    async def _new_stream(self, host: Any, peer: ID, protocol: TProtocol = MSG_PROTOCOL) -> Any:
         try:
-            return await host.new_stream(peer, [MSG_PROTOCOL])
+            return await host.new_stream(peer, [protocol])
         except Exception as exc:
             log.debug("cannot open a stream to %s: %r", peer, exc)
             return None
