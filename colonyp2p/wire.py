@@ -14,14 +14,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
 
 from colonyp2p import codec
-from colonyp2p.core.messages import MESSAGE_TYPES
+from colonyp2p.core.messages import MESSAGE_TYPES, Batch, BatchItem
 from colonyp2p.errors import (
     BadSignature,
     ColonyError,
@@ -105,6 +105,32 @@ def encode(
     if len(raw) > max_size:
         raise OversizeMessage(f"{name} message of {len(raw)} bytes exceeds {max_size}")
     return raw
+
+
+def batch(msgs: Sequence[object]) -> Batch:
+    """``msgs`` (colony messages, no batches) as one Batch body."""
+    items = []
+    for msg in msgs:
+        name = type(msg).__name__
+        if MESSAGE_TYPES.get(name) is not type(msg) or isinstance(msg, Batch):
+            raise UnknownMessageType(f"{type(msg)!r} cannot go in a batch")
+        items.append(BatchItem(name, codec.canonical_bytes(msg)))
+    return Batch(tuple(items))
+
+
+def unbatch(body: Batch, kinds: tuple[type, ...]) -> list[Any]:
+    """The messages of a verified batch, each decoded as strictly as an envelope's body;
+    one bad item refuses the whole batch (its sender signed it all)."""
+    out: list[Any] = []
+    for i, item in enumerate(body.items):
+        where = f"Batch.items[{i}]"
+        cls = MESSAGE_TYPES.get(item.type)
+        if cls is None:
+            raise UnknownMessageType(f"{where}: unknown message type {item.type[:64]!r}")
+        if cls is Batch or cls not in kinds:
+            raise MalformedMessage(f"{where}: a {item.type} cannot travel in this batch")
+        out.append(codec.from_data(cls, codec.loads_canonical(item.body), f"{where}.{item.type}"))
+    return out
 
 
 def decode(

@@ -153,17 +153,16 @@ class DaemonBackend:
         for spec in specs:
             raw = codec.canonical_bytes(spec)
             await trio.to_thread.run_sync(d.store.set_meta, SUBMITTED + spec.pid, raw)
-        waiting = {s.pid for s in specs}
-        since = d.event_seq
-        await d.submit_signed(specs)
-        with trio.move_on_after(ACK_TIMEOUT):
-            while waiting:
-                for event in list(d.events):
-                    if event["seq"] > since and event["kind"] == "acknowledged":
-                        waiting.discard(event["pid"])
-                if waiting:
-                    await d.wait_event()
-        return not waiting
+        acks = [d.expect("acknowledged", s.pid) for s in specs]
+        try:
+            await d.submit_signed(specs)
+            with trio.move_on_after(ACK_TIMEOUT):
+                for ack in acks:
+                    await ack.wait()
+        finally:
+            for s in specs:
+                d.forget("acknowledged", s.pid)
+        return all(ack.is_set() for ack in acks)
 
     async def _spec(self, pid: str) -> SignedSpec | None:
         d = self.daemon
@@ -185,9 +184,7 @@ class DaemonBackend:
         if view["state"] == "waiting" and spec is not None:
             view["waiting_reason"] = self._why_waiting(spec)
         # what it printed, as far as this node saw it (its executor sends it to the submitter)
-        view["logs"] = [
-            e["line"] for e in list(self.daemon.events) if e["pid"] == pid and e["kind"] == "log"
-        ]
+        view["logs"] = self.daemon.logs_of(pid)
         return view
 
     def _why_waiting(self, spec: SignedSpec) -> str:
@@ -245,7 +242,7 @@ class DaemonBackend:
         d = self.daemon
         last = since
         while True:
-            fresh = [e for e in list(d.events) if e["seq"] > last]
+            fresh = d.events_after(last)
             for event in fresh:
                 last = event["seq"]
                 yield event

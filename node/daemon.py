@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import json
 import logging
 import math
 import os
 import platform
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,6 +40,7 @@ from colonyp2p.core.effects import (
     StartExecution,
 )
 from colonyp2p.core.messages import (
+    MAX_BATCH,
     Announcement,
     Decide,
     LogLines,
@@ -81,6 +83,8 @@ ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
 DISCOVER_EVERY = 60.0  # seconds between looks for members in the DHT
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
+LOG_PIDS_KEPT = 10_000  # processes whose printed lines the node keeps for the API
+MAX_LOG_LINES_KEPT = 10_000  # per process
 OUTCOMES_KEPT = 100_000
 LOG_EVERY = 0.25  # seconds between log batches to submitters
 LOG_BATCH = 500  # lines per batch
@@ -147,6 +151,10 @@ class Daemon:
         self._log_seen: dict[tuple[str, int], int] = {}
         self.event_seq = 0
         self._event_added = trio.Event()
+        # what API calls wait for, and the lines each process printed, by pid: looked up,
+        # never scanned for in ``events``, which a busy node refills every second
+        self._expected: dict[tuple[str, str], trio.Event] = {}
+        self._log_lines: OrderedDict[str, list[str]] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         self.started_at = 0.0
         self.api_port = 0
@@ -426,16 +434,21 @@ class Daemon:
         return box
 
     async def _sender(self, to: str, recv: trio.MemoryReceiveChannel[Message]) -> None:
-        # one task per peer: a slow or unreachable peer delays only its own messages
+        # One task per peer: a slow or unreachable peer delays only its own messages.
+        # What queued up meanwhile goes out together, in one envelope (a Batch).
         assert self.transport is not None
         async for msg in recv:
-            await self.transport.send(to, msg)
+            await self.transport.send_many(to, _drain(recv, [msg]))
 
     async def _publisher(self) -> None:
         assert self.transport is not None
-        async for topic, item in self._publish_recv:
-            await self.transport.publish(topic, item)
-            await trio.sleep(1.0 / PUBLISH_RATE)
+        async for first in self._publish_recv:
+            by_topic: dict[str, list[Announcement]] = {}
+            for topic, item in _drain(self._publish_recv, [first]):
+                by_topic.setdefault(topic, []).append(item)
+            for topic, items in by_topic.items():
+                await self.transport.publish_many(topic, items)
+                await trio.sleep(1.0 / PUBLISH_RATE)
 
     async def _announce_addrs(self) -> None:
         assert self.transport is not None and self.node is not None
@@ -562,16 +575,57 @@ class Daemon:
 
     def _event(self, kind: str, pid: str, data: dict[str, Any]) -> None:
         self.event_seq += 1
-        event = {"seq": self.event_seq, "t": time.time(), "kind": kind, "pid": pid}
+        event: dict[str, Any] = {"seq": self.event_seq, "t": time.time(), "kind": kind, "pid": pid}
         for k, v in data.items():
             event["outcome" if k == "kind" else k] = _jsonable(v)
         self.events.append(event)
         log.info("%s", json.dumps(event, sort_keys=True))
+        if kind == "log":
+            lines = self._log_lines.get(pid)
+            if lines is None:
+                lines = self._log_lines[pid] = []
+                if len(self._log_lines) > LOG_PIDS_KEPT:
+                    self._log_lines.popitem(last=False)
+            if len(lines) < MAX_LOG_LINES_KEPT:
+                lines.append(str(data["line"]))
+        expected = self._expected.pop((kind, pid), None)
+        if expected is not None:
+            expected.set()
         self._event_added.set()
         self._event_added = trio.Event()
 
     async def wait_event(self) -> None:
         await self._event_added.wait()
+
+    def expect(self, kind: str, pid: str) -> trio.Event:
+        """An Event set when the next ``kind`` event about ``pid`` happens (call ``forget``
+        with the same arguments when no longer waiting)."""
+        return self._expected.setdefault((kind, pid), trio.Event())
+
+    def forget(self, kind: str, pid: str) -> None:
+        self._expected.pop((kind, pid), None)
+
+    def logs_of(self, pid: str) -> list[str]:
+        """What ``pid`` printed, as far as this node saw (up to MAX_LOG_LINES_KEPT lines)."""
+        return list(self._log_lines.get(pid, ()))
+
+    def events_after(self, seq: int) -> list[dict[str, Any]]:
+        """The kept events numbered above ``seq``, oldest first."""
+        events = self.events
+        if not events:
+            return []
+        start = max(0, seq + 1 - events[0]["seq"])  # seqs are consecutive
+        return list(itertools.islice(events, start, None))
+
+
+def _drain(recv: trio.MemoryReceiveChannel[T], items: list[T]) -> list[T]:
+    """``items`` and whatever else waits in ``recv`` now, up to a batch."""
+    while len(items) < MAX_BATCH:
+        try:
+            items.append(recv.receive_nowait())
+        except trio.WouldBlock:
+            break
+    return items
 
 
 def _rank(status: Status) -> int:

@@ -46,7 +46,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from colonyp2p import wire
-from colonyp2p.core.messages import Announcement, Message
+from colonyp2p.core.messages import MAX_BATCH, Announcement, Batch, Message
 from colonyp2p.errors import ColonyError, NotAMember, OversizeMessage, WireError
 from colonyp2p.identity import Identity
 from colonyp2p.node import gossip
@@ -282,17 +282,45 @@ class Transport:
         then the message is counted in ``stats["send_failed"]`` and dropped. Raises only
         for what is the caller's bug (not a direct message type, oversize).
         """
-        if not isinstance(msg, _DIRECT):
-            raise TypeError(f"{type(msg).__name__} is not a direct message")
+        return await self.send_many(to, (msg,)) == 1
+
+    async def send_many(self, to: str, msgs: Sequence[Message]) -> int:
+        """Send messages to a member in order, as few envelopes as fit (see ``Batch``);
+        how many were written. Fails as ``send`` does, per envelope."""
+        for msg in msgs:
+            if not isinstance(msg, _DIRECT):
+                raise TypeError(f"{type(msg).__name__} is not a direct message")
         # never to a non-member: it would read colony traffic (the core may still name
         # a member revoked a moment ago)
         if to == self.member_id or not self.running or not self._is_member(to):
-            self.stats["send_dropped"] += 1
-            return False
+            self.stats["send_dropped"] += len(msgs)
+            return 0
+        sent = 0
+        for count, raw in self._envelopes(msgs, wire.MAX_MESSAGE_SIZE):
+            if await self._send_raw(to, raw):
+                sent += count
+            else:
+                self.stats["send_failed"] += count
+        self.stats["sent"] += sent
+        return sent
+
+    def _envelopes(self, items: Sequence[object], max_size: int) -> list[tuple[int, bytes]]:
+        """Sealed envelopes for ``items``, a Batch where more than one fit in one."""
+        if len(items) == 1:
+            return [(1, self._seal(items[0], max_size))]
+        if len(items) <= MAX_BATCH:
+            try:
+                return [(len(items), self._seal(wire.batch(items), max_size))]
+            except OversizeMessage:
+                pass
+        half = len(items) // 2
+        return self._envelopes(items[:half], max_size) + self._envelopes(items[half:], max_size)
+
+    async def _send_raw(self, to: str, sealed: bytes) -> bool:
         out = self._out.setdefault(to, _Outbound())
         # one frame at a time per peer: concurrent writes would interleave their bytes
         async with out.lock:
-            raw = frame(self._seal(msg, wire.MAX_MESSAGE_SIZE))
+            raw = frame(sealed)
             for _ in range(2):
                 stream, fresh = out.stream, out.stream is None
                 if stream is None:
@@ -300,12 +328,10 @@ class Transport:
                     if stream is None:
                         break
                 if await self._write(out, stream, raw, to):
-                    self.stats["sent"] += 1
                     return True
                 if fresh:
                     break  # a stream that fails at once would fail again
                 # else the long-lived stream died (peer restarted, connection lost): reopen
-        self.stats["send_failed"] += 1
         return False
 
     async def _write(self, out: _Outbound, stream: Any, raw: bytes, to: str) -> bool:
@@ -399,12 +425,13 @@ class Transport:
 
     def _receive(self, peer: str, raw: bytes) -> None:
         try:
-            env = self._open_envelope(raw, peer, _DIRECT, record=True)
+            env, msgs = self._open_envelope(raw, peer, _DIRECT, record=True)
         except ColonyError as exc:
             self.rejections.count(exc)
             return
-        self.stats["received"] += 1
-        _call(self._on_message, env.sender, env.body)
+        self.stats["received"] += len(msgs)
+        for msg in msgs:
+            _call(self._on_message, env.sender, msg)
 
     # --- gossip ----------------------------------------------------------------------
 
@@ -416,21 +443,30 @@ class Transport:
 
     async def publish(self, topic: str, item: Announcement) -> bool:
         """Publish a signed announcement; False (counted) if the pubsub refused it."""
-        if not isinstance(item, _ANNOUNCEMENTS):
-            raise TypeError(f"{type(item).__name__} is not an announcement")
-        raw = self._seal(item, gossip.MAX_SIZE)
-        if self._pubsub is None or not self.running:
-            self.stats["publish_dropped"] += 1
-            return False
-        try:
-            await self._pubsub.wait_for_room()
-            await self._pubsub.publish(topic, raw)
-        except Exception as exc:
-            log.warning("publishing on %s failed: %r", topic, exc)
-            self.stats["publish_dropped"] += 1
-            return False
-        self.stats["published"] += 1
-        return True
+        return await self.publish_many(topic, (item,)) == 1
+
+    async def publish_many(self, topic: str, items: Sequence[Announcement]) -> int:
+        """Publish announcements on ``topic`` in as few gossip messages as fit (a Batch
+        each); how many went out. Each gossip message counts against py-libp2p's
+        per-topic rate, so batching is what lets a busy node announce at all."""
+        for item in items:
+            if not isinstance(item, _ANNOUNCEMENTS):
+                raise TypeError(f"{type(item).__name__} is not an announcement")
+        published = 0
+        for count, raw in self._envelopes(items, gossip.MAX_SIZE):
+            if self._pubsub is None or not self.running:
+                self.stats["publish_dropped"] += count
+                continue
+            try:
+                await self._pubsub.wait_for_room()
+                await self._pubsub.publish(topic, raw)
+            except Exception as exc:
+                log.warning("publishing on %s failed: %r", topic, exc)
+                self.stats["publish_dropped"] += count
+                continue
+            published += count
+        self.stats["published"] += published
+        return published
 
     def mesh(self, topic: str) -> set[str]:
         """Members in this host's GossipSub mesh for ``topic``."""
@@ -472,12 +508,13 @@ class Transport:
     async def _deliver_gossip(self) -> None:
         async for msg in self._gossip_out:
             try:
-                env = self._open_envelope(msg.data, origin(msg), _ANNOUNCEMENTS, record=True)
+                env, items = self._open_envelope(msg.data, origin(msg), _ANNOUNCEMENTS, record=True)
             except ColonyError as exc:
                 self.rejections.count(exc)
                 continue
-            self.stats["announcements"] += 1
-            _call(self._on_announcement, env.sender, env.body)
+            self.stats["announcements"] += len(items)
+            for item in items:
+                _call(self._on_announcement, env.sender, item)
 
     # --- envelopes -------------------------------------------------------------------
 
@@ -488,22 +525,27 @@ class Transport:
 
     def _open_envelope(
         self, raw: bytes, peer: str, kinds: tuple[type, ...], *, record: bool
-    ) -> wire.Envelope:
-        """Decode and check ``raw`` as sent by ``peer``; the replay guard is consulted last,
-        and changed only with ``record``, so a refused envelope consumes no seq."""
+    ) -> tuple[wire.Envelope, list[Any]]:
+        """Decode and check ``raw`` as sent by ``peer``: the envelope and what it carries
+        (one message, or a batch's). The replay guard is consulted last, and changed only
+        with ``record``, so a refused envelope consumes no seq."""
         now = self._now()
         env = wire.decode(
             raw, colony_id=self.colony_id, is_member=self._is_member, now=now, replay=None
         )
         if env.sender != peer:
             raise SenderMismatch(f"envelope from {env.sender} arrived from {peer}")
-        if not isinstance(env.body, kinds):
+        if isinstance(env.body, Batch):
+            carried = wire.unbatch(env.body, kinds)
+        elif isinstance(env.body, kinds):
+            carried = [env.body]
+        else:
             raise WrongChannel(f"{env.type} from {peer} on the wrong channel")
         if record:
             self._replay.accept(env.sender, env.seq, env.timestamp, now)
         else:
             self._replay.check(env.sender, env.seq, env.timestamp, now)
-        return env
+        return env, carried
 
     def _running_host(self) -> Any:
         if self._host is None or not self.running:

@@ -329,6 +329,32 @@ async def test_forged_frames_are_refused_and_counted_and_good_ones_still_pass() 
         }
 
 
+async def test_messages_sent_together_travel_as_batches_in_order() -> None:
+    async with network() as net:
+        a, b = await net.add(), await net.add()
+        await link(a, b)
+        # big enough that one envelope cannot hold them all: the batch splits, in order
+        sent = [Query(f"p{i}-" + "x" * 40_000) for i in range(150)]
+        assert await a.transport.send_many(b.id, sent) == len(sent)
+        await until(lambda: len(b.messages) == len(sent))
+        assert b.messages == [(a.id, m) for m in sent]
+        assert b.transport.stats["received"] == len(sent)
+        assert b.transport.rejections.total == 0
+
+
+async def test_a_batch_smuggling_an_announcement_is_refused_whole() -> None:
+    async with network() as net:
+        a, b = await net.add(), await net.add()
+        await link(b, a)
+        stream = await raw_stream(b, a)
+        ad = AdAnnounce(ExecutorAd.create(b.identity, 1.0, executortype="t", name="n"))
+        await stream.write(raw_frame(b.identity, wire.batch([Query("in"), ad])))
+        await stream.write(raw_frame(b.identity, wire.batch([Query("ok1"), Query("ok2")])))
+        await until(lambda: len(a.messages) == 2)
+        assert a.messages == [(b.id, Query("ok1")), (b.id, Query("ok2"))]
+        assert a.transport.rejections.as_dict() == {"malformed": 1}
+
+
 async def test_an_oversize_frame_ends_the_stream_and_the_peer_can_reconnect() -> None:
     async with network() as net:
         a, b = await net.add(), await net.add()
@@ -387,6 +413,20 @@ async def test_a_burst_of_announcements_all_arrive() -> None:
         await until(lambda: all(len(n.announcements) == len(ads) for n in nodes[1:]))
         for node in nodes[1:]:
             assert {item for _, item in node.announcements} == set(ads)
+        # the same burst as batches: far fewer gossip messages, every announcement there
+        more = [
+            AdAnnounce(
+                ExecutorAd.create(publisher.identity, 1000.0 + k, executortype="t", name="n")
+            )
+            for k in range(300)
+        ]
+        published = publisher.transport.stats["published"]
+        assert await publisher.transport.publish_many(topic, more) == len(more)
+        assert publisher.transport.stats["published"] == published + len(more)
+        total = len(ads) + len(more)
+        await until(lambda: all(len(n.announcements) == total for n in nodes[1:]))
+        for node in nodes[1:]:
+            assert [item for _, item in node.announcements[len(ads) :]] == more
 
 
 async def test_announcements_of_a_non_member_are_dropped_and_counted() -> None:

@@ -15,7 +15,18 @@ from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from colonyp2p import codec
-from colonyp2p.core.messages import MESSAGE_TYPES, Prepare, Query, StoreAck
+from colonyp2p.core.messages import (
+    MAX_BATCH,
+    MESSAGE_TYPES,
+    Announcement,
+    Batch,
+    BatchItem,
+    Message,
+    PeerAddrs,
+    Prepare,
+    Query,
+    StoreAck,
+)
 from colonyp2p.errors import (
     BadSignature,
     ColonyError,
@@ -35,9 +46,11 @@ from colonyp2p.wire import (
     Envelope,
     RejectionCounter,
     ReplayGuard,
+    batch,
     decode,
     encode,
     next_seq,
+    unbatch,
 )
 
 ALICE = Identity.from_seed(b"a" * 32)
@@ -211,6 +224,13 @@ def dataclass_strategy(cls: type) -> st.SearchStrategy[Any]:
 
 
 MESSAGE_STRATEGIES = {name: dataclass_strategy(cls) for name, cls in MESSAGE_TYPES.items()}
+DIRECT = typing.get_args(Message)
+ANNOUNCEMENTS = typing.get_args(Announcement)
+direct_message = st.sampled_from(sorted(c.__name__ for c in DIRECT)).flatmap(
+    lambda n: MESSAGE_STRATEGIES[n]
+)
+# A batch as the daemons make them: direct messages coalesced for one peer.
+MESSAGE_STRATEGIES["Batch"] = st.lists(direct_message, min_size=1, max_size=3).map(batch)
 any_message = st.sampled_from(sorted(MESSAGE_TYPES)).flatmap(lambda n: MESSAGE_STRATEGIES[n])
 
 
@@ -591,3 +611,71 @@ def test_rejection_counter_counts_by_code() -> None:
     }
     assert counter["replay"] == 1 and counter["not_member"] == 0
     assert counter.total == 9
+
+
+# --- batches ---------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(direct_message, min_size=1, max_size=6))
+def test_a_batch_carries_its_messages_in_order_through_an_envelope(msgs: list[Any]) -> None:
+    env = receive(send(batch(msgs)), ReplayGuard(WINDOW))
+    assert isinstance(env.body, Batch)
+    out = unbatch(env.body, DIRECT)
+    assert [codec.canonical_bytes(m) for m in out] == [codec.canonical_bytes(m) for m in msgs]
+    assert [type(m) for m in out] == [type(m) for m in msgs]
+
+
+def _item(msg: object) -> BatchItem:
+    return BatchItem(type(msg).__name__, codec.canonical_bytes(msg))
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "says"),
+    [
+        ((_item(PeerAddrs(("/ip4/1.2.3.4/tcp/1",))),), MalformedMessage, "cannot travel"),
+        ((_item(Query("p")), _item(Batch((_item(Query("q")),)))), MalformedMessage, "cannot"),
+        ((BatchItem("Nope", codec.canonical_bytes({"pid": "p"})),), UnknownMessageType, "Nope"),
+        (
+            (BatchItem("Query", cbor2.dumps({"watch": False, "pid": "p"})),),
+            MalformedMessage,
+            "canonical",
+        ),
+        ((BatchItem("Query", codec.canonical_bytes({"pid": 3})),), MalformedMessage, "pid"),
+        ((BatchItem("Query", b"\xff"),), MalformedMessage, "CBOR"),
+    ],
+    ids=[
+        "announcement-on-direct",
+        "nested-batch",
+        "unknown-type",
+        "not-canonical",
+        "bad-field",
+        "garbage",
+    ],
+)
+def test_a_bad_item_refuses_the_whole_batch(
+    items: tuple[BatchItem, ...], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=says):
+        unbatch(Batch(items), DIRECT)
+
+
+def test_batches_hold_one_to_max_batch_items() -> None:
+    for n in (0, MAX_BATCH + 1):
+        body = {"items": [{"type": "Query", "body": codec.canonical_bytes(Query("p"))}] * n}
+        unsigned = {
+            "colony": COLONY,
+            "sender": ALICE.member_id,
+            "seq": SEQ,
+            "ts": NOW,
+            "type": "Batch",
+            "body": body,
+        }
+        payload = cbor2.dumps(unsigned, canonical=True)
+        raw = cbor2.dumps({**unsigned, "sig": ALICE.sign(payload)}, canonical=True)
+        with pytest.raises(MalformedMessage, match="batch holds"):
+            receive(raw, ReplayGuard(WINDOW))
+    with pytest.raises(UnknownMessageType):
+        batch([batch([Query("p")])])
+    assert len(unbatch(batch([Query("p")] * MAX_BATCH), DIRECT)) == MAX_BATCH
+    assert ANNOUNCEMENTS  # announcements batch on their own channel (see test_transport)

@@ -273,6 +273,35 @@ class PeerAddrs:
 
 Announcement = SpecAnnounce | AdAnnounce | MembershipAnnounce | PeerAddrs
 
+
+# --- batches -------------------------------------------------------------------------
+
+MAX_BATCH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One message of a batch: its type name and its canonical CBOR body."""
+
+    type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several messages to one peer, or announcements on one topic, under one envelope
+    and one signature: the daemon's senders coalesce what queued up while the previous
+    write was in flight, so a busy node pays one envelope, one signature and one frame
+    for many messages. Items are all direct messages or all announcements, never
+    batches. Driver-level: the protocol core never sees one."""
+
+    items: tuple[BatchItem, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.items) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} items, not {len(self.items)}")
+
+
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
@@ -300,5 +329,6 @@ MESSAGE_TYPES: dict[str, type] = {
         AdAnnounce,
         MembershipAnnounce,
         PeerAddrs,
+        Batch,
     )
 }
