@@ -89,10 +89,17 @@ TARGETS = {"latency_p50_ms": 50.0, "throughput_per_s": 200.0, "join_total_s": 5.
 # --- the colony --------------------------------------------------------------------------
 
 
-def configure(node: Node, params: dict[str, float], executortype: str | None) -> None:
+def configure(
+    node: Node, params: dict[str, float], executortype: str | None, capacity: int | None = None
+) -> None:
     """``executortype`` None: a member without executor (config ``"executor": null``)."""
     if executortype is not None:
         node.configure(executortype, params)
+        if capacity is not None:
+            config = node.home.config()
+            assert config.executor is not None
+            config.executor.capacity = capacity
+            node.home.save_config(config)
         return
     config = node.home.config()
     config.executor = None
@@ -110,7 +117,12 @@ def found(c: Cluster, params: dict[str, float], executortype: str | None = "loca
 
 
 def add_member(
-    c: Cluster, name: str, via: Node, params: dict[str, float], executortype: str = "local"
+    c: Cluster,
+    name: str,
+    via: Node,
+    params: dict[str, float],
+    executortype: str = "local",
+    capacity: int | None = None,
 ) -> dict[str, float]:
     """A device joins with a ticket from ``via`` and starts; returns how long each step took."""
     t0 = time.perf_counter()
@@ -118,7 +130,7 @@ def add_member(
     colony_id = via.status()["colony_id"]
     node = c.node(name)
     node.cli("init")
-    configure(node, params, executortype)
+    configure(node, params, executortype, capacity)
     t1 = time.perf_counter()
     node.cli("join", colony_id, "--ticket", ticket, "--name", name)
     t2 = time.perf_counter()
@@ -525,12 +537,13 @@ def bench_throughput(
     total: int,
     runs: Sequence[tuple[int, bool]],
     profile: float,
+    capacity: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "daemons": 4,
         "executors": 3,
         "owner": 'no executor ("executor": null): submits and keeps records only',
-        "capacity_per_executor": 2,
+        "capacity_per_executor": capacity,
         "fresh_colony_per_run": True,
         "submit_cap_s": SUBMIT_CAP,
         "result_wait_s": RESULT_WAIT,
@@ -542,7 +555,7 @@ def bench_throughput(
             t_setup = time.perf_counter()
             owner = found(c, params, executortype=None)
             for k in range(1, 4):
-                add_member(c, f"e{k}", owner, params)
+                add_member(c, f"e{k}", owner, params, capacity=capacity)
             settle(c.nodes, c.nodes[1:])
             setup_s = time.perf_counter() - t_setup
             nodes = c.nodes if spread else [owner]
@@ -928,6 +941,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3, help="join runs per params")
     parser.add_argument(
+        "--capacity",
+        type=int,
+        default=2,
+        help="processes each executor runs at once in the throughput runs (config default 2)",
+    )
+    parser.add_argument(
         "--profile", type=float, default=15.0, help="py-spy seconds in the first throughput run"
     )
     parser.add_argument("--keep", type=Path, help="put the homes (and logs) here and keep them")
@@ -977,7 +996,9 @@ def main() -> int:
                     runs = [(n, False) for n in args.clients]
                     if not args.no_spread:
                         runs.append((max(args.clients), True))
-                    entry = bench_throughput(home, params, args.total, runs, args.profile)
+                    entry = bench_throughput(
+                        home, params, args.total, runs, args.profile, args.capacity
+                    )
                 else:
                     entry = bench_join(home, params, args.repeats)
                 entry["params"] = name
@@ -1014,6 +1035,7 @@ def _command(part: str, params: str, args: argparse.Namespace) -> str:
     elif part == "throughput":
         cmd += [f"--total {args.total} --clients {' '.join(map(str, args.clients))}"]
         cmd += ["--no-spread"] if args.no_spread else []
+        cmd += [f"--capacity {args.capacity}"] if args.capacity != 2 else []
     else:
         cmd += [f"--repeats {args.repeats}"]
     return " ".join(cmd)

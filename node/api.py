@@ -63,6 +63,11 @@ class ApiBackend(Protocol):
 
     async def submit_workflow(self, workflow: dict[str, Any], submitter: str) -> dict[str, Any]: ...
 
+    async def submit_many(self, body: dict[str, Any], submitter: str) -> dict[str, Any]:
+        """Independent processes from {"specs": [function spec, ...]}, all or none;
+        {"pids": [...]} in the same order."""
+        ...
+
     async def process(self, pid: str) -> dict[str, Any] | None:
         """The process, or None if there is no such process (answered 404)."""
         ...
@@ -123,6 +128,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/v1/processes", "processes"),
     ("POST", "/v1/processes", "submit"),
     ("POST", "/v1/workflows", "submit_workflow"),
+    ("POST", "/v1/processes/batch", "submit_many"),
     ("GET", "/v1/processes/{pid}", "process"),
     ("POST", "/v1/processes/{pid}/cancel", "cancel"),
     ("GET", "/v1/fs/jobs/{pid}", "fs_job"),
@@ -268,6 +274,8 @@ class ApiServer:
             return 201, await backend.submit(request.json_object(), request.member)
         if handler == "submit_workflow":
             return 201, await backend.submit_workflow(request.json_object(), request.member)
+        if handler == "submit_many":
+            return 201, await backend.submit_many(request.json_object(), request.member)
         if handler == "invite":
             return 201, await backend.invite(request.json_object(), request.member)
         if handler == "fs":

@@ -80,6 +80,10 @@ class ApiClient:
         """Submit a ColonyOS function spec; the answer holds the new process's ``pid``."""
         return self._object(self._call("POST", "/v1/processes", body=spec))
 
+    def submit_many(self, specs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Submit independent function specs at once (all or none); ``pids`` in order."""
+        return self._object(self._call("POST", "/v1/processes/batch", body={"specs": specs}))
+
     def submit_workflow(self, workflow: dict[str, Any]) -> dict[str, Any]:
         return self._object(self._call("POST", "/v1/workflows", body=workflow))
 

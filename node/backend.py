@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from colonyp2p.node.daemon import Daemon
 
 ACK_TIMEOUT = 10.0
+MAX_BATCH_SUBMIT = 1000  # specs in one submit_many call (its body is at most 1 MiB anyway)
 SUBMITTED = "submitted:"
 DAY = 86400.0
 
@@ -131,6 +132,28 @@ class DaemonBackend:
         acked = await self._submit((signed,))
         return {"pid": signed.pid, "acknowledged": acked}
 
+    async def submit_many(self, body: dict[str, Any], submitter: str) -> dict[str, Any]:
+        specs = body.get("specs")
+        if set(body) != {"specs"} or not isinstance(specs, list) or not specs:
+            raise ValidationError('expected {"specs": [function spec, ...]}', "specs")
+        if len(specs) > MAX_BATCH_SUBMIT:
+            raise ValidationError(f"at most {MAX_BATCH_SUBMIT} specs at once", "specs")
+        parsed = []
+        for i, spec in enumerate(specs):  # every spec checked before any is submitted
+            if not isinstance(spec, dict):
+                raise ValidationError("a function spec is a JSON object", f"specs[{i}]")
+            try:
+                parsed.append(function_spec_from_colonyos(spec))
+            except ValidationError as exc:
+                raise ValidationError(str(exc), f"specs[{i}]") from exc
+        now, colony = time.time(), self._colony_id()
+        signed = tuple(
+            SignedSpec.create(fs, self.daemon.identity, colony, now, os.urandom(12))
+            for fs in parsed
+        )
+        acked = await self._submit(signed)
+        return {"pids": [s.pid for s in signed], "acknowledged": acked}
+
     async def submit_workflow(self, workflow: dict[str, Any], submitter: str) -> dict[str, Any]:
         wf = workflow_from_colonyos(workflow)
         signed = sign_workflow(
@@ -150,9 +173,8 @@ class DaemonBackend:
 
     async def _submit(self, specs: tuple[SignedSpec, ...]) -> bool:
         d = self.daemon
-        for spec in specs:
-            raw = codec.canonical_bytes(spec)
-            await trio.to_thread.run_sync(d.store.set_meta, SUBMITTED + spec.pid, raw)
+        rows = {SUBMITTED + s.pid: codec.canonical_bytes(s) for s in specs}
+        await trio.to_thread.run_sync(d.store.set_meta_many, rows)
         acks = [d.expect("acknowledged", s.pid) for s in specs]
         try:
             await d.submit_signed(specs)

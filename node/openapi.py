@@ -142,6 +142,19 @@ _SCHEMAS: dict[str, Any] = {
             "functionspecs": {"type": "array", "items": _ref("FunctionSpec")},
         },
     },
+    "SpecBatch": {
+        "type": "object",
+        "description": "Independent function specs submitted at once (all or none).",
+        "required": ["specs"],
+        "properties": {
+            "specs": {
+                "type": "array",
+                "items": _ref("FunctionSpec"),
+                "minItems": 1,
+                "maxItems": 1000,
+            },
+        },
+    },
     "Submitted": {
         "type": "object",
         "required": ["pid"],
@@ -255,6 +268,15 @@ def _paths() -> dict[str, Any]:
                 (400, 413),
                 status=201,
                 body=("Workflow", "A ColonyOS workflow."),
+            )
+        },
+        "/v1/processes/batch": {
+            "post": _operation(
+                "Submit independent processes at once (all or none)",
+                _json(free_form, "The new processes' ids, in order."),
+                (400, 413),
+                status=201,
+                body=("SpecBatch", "{specs: [ColonyOS function spec, ...]}."),
             )
         },
         "/v1/processes/{pid}": {

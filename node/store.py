@@ -184,12 +184,19 @@ class Store:
 
     def set_meta(self, key: str, value: bytes) -> None:
         """Store a setting durably (returns once committed)."""
-        if type(value) is not bytes:
-            raise StoreError(f"meta/{key}: values are bytes, got {type(value).__name__}")
+        self.set_meta_many({key: value})
+
+    def set_meta_many(self, items: dict[str, bytes]) -> None:
+        """Store settings durably in one transaction (all or none)."""
+        for key, value in items.items():
+            if type(value) is not bytes:
+                raise StoreError(f"meta/{key}: values are bytes, got {type(value).__name__}")
         with self._lock:
             db = self._connection()
             with _transaction(db, f"cannot write to {self.path}"):
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", items.items()
+                )
 
     def meta_items(self, prefix: str) -> dict[str, bytes]:
         """Every setting whose key starts with ``prefix``."""

@@ -84,6 +84,10 @@ class FakeBackend:
         self._called("submit_workflow", workflow, submitter)
         return {"pids": ["w1"]}
 
+    async def submit_many(self, body: dict[str, Any], submitter: str) -> dict[str, Any]:
+        self._called("submit_many", body, submitter)
+        return {"pids": [f"b{i}" for i in range(len(body["specs"]))]}
+
     async def process(self, pid: str) -> dict[str, Any] | None:
         self._called("process", pid)
         return self.procs.get(pid)
@@ -112,6 +116,14 @@ class FakeBackend:
     async def revoke(self, member_id: str, member: str) -> dict[str, Any] | None:
         self._called("revoke", member_id, member)
         return {"version": 4} if member_id in self.members_ids else None
+
+    async def fs(self, op: str, request: dict[str, Any], member: str) -> dict[str, Any]:
+        self._called("fs", op, request, member)
+        return {"job": "j1"} if op == "put" else {"labels": []}
+
+    async def fs_job(self, job_id: str) -> dict[str, Any] | None:
+        self._called("fs_job", job_id)
+        return {"job": job_id, "state": "done"} if job_id == "j1" else None
 
     async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
         self._called("events", since)
@@ -241,6 +253,7 @@ async def test_every_route_answers_a_member(api: Api) -> None:
                 "members": client.members(),
                 "submitted": submitted,
                 "workflow": client.submit_workflow(WORKFLOW),
+                "many": client.submit_many([SPEC, SPEC]),
                 "all": client.processes(),
                 "waiting": client.processes("waiting"),
                 "running": client.processes(state="running"),
@@ -255,6 +268,7 @@ async def test_every_route_answers_a_member(api: Api) -> None:
     assert got["members"]["version"] == 2
     assert got["submitted"] == {"pid": "p1"}
     assert got["workflow"] == {"pids": ["w1"]}
+    assert got["many"] == {"pids": ["b0", "b1"]}
     assert [p["pid"] for p in got["all"]] == ["p1"] == [p["pid"] for p in got["waiting"]]
     assert got["running"] == []
     assert got["one"] == {"pid": "p1", "state": "waiting", "spec": SPEC}
@@ -262,6 +276,7 @@ async def test_every_route_answers_a_member(api: Api) -> None:
     calls = api.backend.calls
     assert ("submit", SPEC, me) in calls
     assert ("submit_workflow", WORKFLOW, me) in calls
+    assert ("submit_many", {"specs": [SPEC, SPEC]}, me) in calls
     assert ("processes", None) in calls and ("processes", "waiting") in calls
     assert ("cancel", "p1", me) in calls
 

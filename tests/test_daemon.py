@@ -42,6 +42,20 @@ def test_five_daemons_form_a_colony_and_run_a_function_on_another(tmp_path: Path
         assert process["state"] == "successful"
         assert process["output"] == [42.0]
         assert process["executor"] == edge.member_id
+        # independent specs at once: all run, or (one of them bad) none is created
+        add = {"funcname": "add", "args": [1, 2], "conditions": {"executortype": "edge"}}
+        many = others[1].call(lambda api: api.submit_many([add, {**add, "args": [3, 4]}]))
+        assert many["acknowledged"] is True
+        outputs = [
+            wait_for(partial(others[1].finished, pid), 30, "a batch-submitted process")["output"]
+            for pid in many["pids"]
+        ]
+        assert outputs == [[3.0], [7.0]]
+        before = len(others[1].call(lambda api: api.processes()))
+        with pytest.raises(ApiError, match=r"specs\[1\]") as refused:
+            others[1].call(lambda api: api.submit_many([add, {"args": [1]}]))
+        assert refused.value.status == 400
+        assert len(others[1].call(lambda api: api.processes())) == before
 
 
 def test_a_killed_executor_s_process_runs_elsewhere_and_is_accepted_once(
