@@ -240,18 +240,21 @@ class BlockServer:
 
     async def _answer(self, peer: str, stream: Any, request: Request) -> None:
         if isinstance(request, Want):
-            for cid in request.cids:
-                data = await trio.to_thread.run_sync(self._read, cid)
-                if data is None:
-                    self.stats["not_here"] += 1
-                    await stream.write(frame(_NOT_HERE))
-                    continue
-                # header and status byte, then the block as it is: no copy of it
-                await stream.write((len(data) + 1).to_bytes(HEADER_SIZE, "big") + _HAVE)
-                await stream.write(data)
-                self.stats["served_blocks"] += 1
-                self.stats["served_bytes"] += len(data)
-                await self._pace(len(data))
+            # the next block is read (and verified) while this one is written
+            blocks_in, blocks_out = trio.open_memory_channel[bytes | None](1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_ahead, request.cids, blocks_in)
+                async for data in blocks_out:
+                    if data is None:
+                        self.stats["not_here"] += 1
+                        await stream.write(frame(_NOT_HERE))
+                        continue
+                    # header and status byte, then the block as it is: no copy of it
+                    await stream.write((len(data) + 1).to_bytes(HEADER_SIZE, "big") + _HAVE)
+                    await stream.write(data)
+                    self.stats["served_blocks"] += 1
+                    self.stats["served_bytes"] += len(data)
+                    await self._pace(len(data))
         elif isinstance(request, ListLabels):
             await stream.write(frame(encode_reply(self.labels.label_ids())))
         elif isinstance(request, GetLabels):
@@ -259,6 +262,13 @@ class BlockServer:
         else:
             admitted = await self.labels.receive_labels(peer, request.labels)
             await stream.write(frame(encode_reply(admitted)))
+
+    async def _read_ahead(
+        self, wanted: Sequence[str], out: trio.MemorySendChannel[bytes | None]
+    ) -> None:
+        async with out:
+            for cid in wanted:
+                await out.send(await trio.to_thread.run_sync(self._read, cid))
 
     def _read(self, cid: str) -> bytes | None:
         try:
@@ -298,6 +308,9 @@ class FetchState:
     provider_failures: int = 0
     by_provider: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # when the tree was complete (None: still fetching)
+    lookup_seconds: float = 0.0  # spent finding providers
+    rounds: int = 0  # manifests first, then what they name: one round per tree level
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -311,7 +324,9 @@ class FetchState:
             "not_found": self.not_found,
             "provider_failures": self.provider_failures,
             "by_provider": dict(self.by_provider),
-            "seconds": round(time.monotonic() - self.started, 3),
+            "lookup_seconds": round(self.lookup_seconds, 3),
+            "rounds": self.rounds,
+            "seconds": round((self.ended or time.monotonic()) - self.started, 3),
         }
 
 
@@ -349,14 +364,18 @@ class Fetcher:
                 state.had_blocks = present
                 first = False
             if not missing:
+                state.ended = time.monotonic()
                 return state
             state.total_bytes = max(state.total_bytes, state.fetched_bytes + sum(sizes.values()))
             if not providers:
+                began = time.monotonic()
                 providers = await find_providers()
+                state.lookup_seconds += time.monotonic() - began
             if not providers:
                 raise BlockNotFound(
                     f"no member provides {root} (first missing block: {missing[0]})"
                 )
+            state.rounds += 1
             transfer = _Transfer(self, missing, sizes, providers, state, find_providers)
             await transfer.run()
             providers = transfer.live()

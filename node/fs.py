@@ -453,9 +453,11 @@ class FsService:
                 )
                 break
             except (BadBlock, BlockNotFound):
-                # corrupt on our disk (now quarantined): fetch it again
+                # corrupt on our disk (now quarantined): check the whole tree, so that
+                # every bad block is dropped, and fetch again what is missing then
                 if attempt == 2:
                     raise
+                await trio.to_thread.run_sync(_check_tree, store, snapshot)
                 await self.ensure(snapshot, hint, job)
         return {
             "snapshot": root,
@@ -609,6 +611,7 @@ class FsService:
             "served_blocks": server.get("served_blocks", 0),
             "served_bytes": server.get("served_bytes", 0),
             "corrupt_found": server.get("corrupt_here", 0),
+            "refused_non_member": server.get("refused_non_member", 0),
         }
 
     # --- the local API -----------------------------------------------------------------
@@ -868,6 +871,14 @@ def _subtree(store: BlockStore, snapshot: str, inner: str) -> str:
             return store.put_manifest(DirectorySnapshot((entry,)))
         current = entry.cid
     return current
+
+
+def _check_tree(store: BlockStore, snapshot: str) -> None:
+    """Read (and so verify) every block of ``snapshot``'s tree: the corrupt ones are
+    quarantined by the store and then missing, for a fetch to restore."""
+    for cid, _ in list(store.walk(snapshot)):
+        with contextlib.suppress(BadBlock, BlockNotFound):
+            store.get(cid)
 
 
 def _without(store: BlockStore, w: Any, snapshot: str, inner: str) -> tuple[str, int]:

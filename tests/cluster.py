@@ -96,8 +96,11 @@ class Node:
         params: dict[str, float] | None = None,
         listen: Sequence[str] = (),
         kind: str = "python",
+        mfs: dict[str, Any] | None = None,
     ) -> None:
         config = self.home.config()
+        if mfs is not None:
+            config.mfs = dict(mfs)
         if executortype is not None and config.executor is not None:
             config.executor.type = executortype
             config.executor.kind = kind
@@ -232,12 +235,13 @@ class Cluster:
         *,
         prefix: Sequence[str] = (),
         listen: Sequence[str] = (),
+        mfs: dict[str, Any] | None = None,
     ) -> Node:
         """The owner: init, colony create, configure, start."""
         owner = self.node("owner", prefix)
         owner.cli("init")
         owner.cli("colony", "create", "testcolony")
-        owner.configure(executortype, listen=listen)
+        owner.configure(executortype, listen=listen, mfs=mfs)
         owner.cli("start")
         return owner
 
@@ -251,15 +255,18 @@ class Cluster:
         prefix: Sequence[str] = (),
         listen: Sequence[str] = (),
         kind: str = "python",
+        mfs: dict[str, Any] | None = None,
+        start: bool = True,
     ) -> Node:
-        """A new device joins with a ticket from ``via`` and starts."""
+        """A new device joins with a ticket from ``via`` and starts (unless not ``start``)."""
         ticket = via.cli("invite", "--role", role).stdout.strip().replace("\n", "")
         colony_id = via.status()["colony_id"]
         node = self.node(name, prefix)
         node.cli("init")
-        node.configure(executortype, listen=listen, kind=kind)
+        node.configure(executortype, listen=listen, kind=kind, mfs=mfs)
         node.cli("join", colony_id, "--ticket", ticket, "--name", name)
-        node.cli("start")
+        if start:
+            node.cli("start")
         return node
 
     def shutdown(self) -> None:

@@ -1,0 +1,224 @@
+"""Benchmarks of the meta-filesystem between real daemons; writes bench/results/MFS.md and .json.
+
+    .venv/bin/python bench/bench_mfs.py                  # everything (a few minutes)
+    .venv/bin/python bench/bench_mfs.py --size-mib 64    # a smaller file
+    .venv/bin/python bench/bench_mfs.py --part small     # or transfer
+
+transfer: four daemons on 127.0.0.1 (one process each, started with the real CLI as
+tests/cluster.py does). A puts a file of random bytes (``fs put``); B fetches it while
+only A has it (one provider); B and C pin it (so they hold and provide it); D fetches it
+from A, B and C at once. The figure is the fetch job's own transfer time (from the first
+request to the last block durable in D's store, blocks verified), and the whole
+``fs get`` (with writing the file out) beside it.
+small: 10,000 small files (1-2 KiB of random bytes each, in 100 directories) added by
+``fs put`` through the API: files per second, and the size of the manifests written.
+
+The machine is shared: /proc/loadavg is recorded before and after each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from cluster import Node, cluster, wait_for
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MiB = 1024 * 1024
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+def job(node: Node, op: str, timeout: float = 600.0, **args: Any) -> dict[str, Any]:
+    with node.api() as api:
+        started = api.fs(op, **args)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = api.fs_job(started["job"])
+            if state["state"] != "running":
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fs {op} on {node.name} still running after {timeout} s")
+            time.sleep(0.05)
+    if state["state"] != "done":
+        raise AssertionError(f"fs {op} on {node.name} failed: {state['error']}")
+    return dict(state)
+
+
+def labels_of(node: Node) -> list[dict[str, Any]]:
+    with node.api() as api:
+        labels: list[dict[str, Any]] = api.fs("ls")["labels"]
+        return labels
+
+
+def bench_transfer(root: Path, size_mib: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"size_mib": size_mib, "loadavg_before": loadavg()}
+    with cluster(root) as c:
+        a = c.found()
+        b, cc, d = (c.join(n, a) for n in ("b", "c", "d"))
+        src = root / "src"
+        src.mkdir()
+        with open(src / "big.bin", "wb") as f:
+            for _ in range(size_mib):
+                f.write(os.urandom(MiB))
+        t = time.perf_counter()
+        put = job(a, "put", src=str(src), label="/bench/big")
+        out["put_seconds"] = round(time.perf_counter() - t, 3)
+        for n in (b, cc, d):
+            wait_for(partial(labels_of, n), 30, f"the label on {n.name}")
+
+        def fetch(node: Node, op: str, **args: Any) -> dict[str, Any]:
+            t = time.perf_counter()
+            state = job(node, op, **args)
+            wall = time.perf_counter() - t
+            f = state["fetch"]
+            return {
+                "node": node.name,
+                "op": op,
+                "fetch_seconds": f["seconds"],
+                "fetch_MBps": round(f["fetched_bytes"] / f["seconds"] / 1e6, 1),
+                "wall_seconds": round(wall, 3),
+                "wall_MBps": round(size_mib * MiB / wall / 1e6, 1),
+                "providers": len(f["by_provider"]),
+                "bytes_by_provider": f["by_provider"],
+                "blocks": f["fetched_blocks"],
+                "lookup_seconds": f["lookup_seconds"],
+                "rounds": f["rounds"],
+                "bad_blocks": f["bad_blocks"],
+            }
+
+        out["one_provider"] = fetch(b, "get", ref="/bench/big", dest=str(root / "out-b"))
+        assert (root / "out-b" / "big.bin").stat().st_size == size_mib * MiB
+        job(b, "pin", ref="/bench/big")
+        job(cc, "pin", ref="/bench/big")
+        out["three_providers"] = fetch(d, "get", ref="/bench/big", dest=str(root / "out-d"))
+        out["put"] = put["result"]
+    out["loadavg_after"] = loadavg()
+    return out
+
+
+def bench_small(root: Path, files: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"files": files, "loadavg_before": loadavg()}
+    src = root / "small"
+    per_dir = 100
+    for i in range(files):
+        d = src / f"d{i // per_dir:03d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True)
+        (d / f"f{i:05d}.bin").write_bytes(os.urandom(1024 + (i * 7919) % 1024))
+    with cluster(root / "c") as c:
+        a = c.found()
+        t = time.perf_counter()
+        put = job(a, "put", src=str(src), label="/bench/small")
+        seconds = time.perf_counter() - t
+        a.cli("stop")
+    manifests = 0
+    blocks_dir = a.home.root / "mfs" / "blocks"
+    for shard in blocks_dir.iterdir():
+        for p in shard.iterdir():
+            if p.name.startswith("bafyrei"):  # dag-cbor: manifests
+                manifests += p.stat().st_size
+    out.update(
+        {
+            "seconds": round(seconds, 3),
+            "files_per_second": round(files / seconds, 1),
+            "manifest_bytes": manifests,
+            "manifest_bytes_per_file": round(manifests / files, 1),
+            "snapshot": put["result"]["snapshot"],
+            "loadavg_after": loadavg(),
+        }
+    )
+    return out
+
+
+def report(results: dict[str, Any], command: str) -> str:
+    lines = [
+        "# Meta-filesystem figures",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; shared with other agents (load averages below). "
+        f"Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+    ]
+    t = results.get("transfer")
+    if t:
+        lines += [
+            f"## A {t['size_mib']} MiB file between daemons on loopback",
+            "",
+            f"loadavg before: `{t['loadavg_before']}`, after: `{t['loadavg_after']}`; "
+            f"`fs put` on A took {t['put_seconds']} s.",
+            "",
+            "| fetch | providers | transfer s | transfer MB/s | fs get wall s | wall MB/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key in ("one_provider", "three_providers"):
+            r = t[key]
+            lines.append(
+                f"| {key.replace('_', ' ')} ({r['node']}) | {r['providers']} | "
+                f"{r['fetch_seconds']} | {r['fetch_MBps']} | {r['wall_seconds']} | "
+                f"{r['wall_MBps']} |"
+            )
+        share = t["three_providers"]["bytes_by_provider"]
+        lines += [
+            "",
+            f"Bytes per provider in the three-provider fetch: {sorted(share.values())}.",
+            "",
+        ]
+    s = results.get("small")
+    if s:
+        lines += [
+            f"## Adding {s['files']:,} small files",
+            "",
+            f"loadavg before: `{s['loadavg_before']}`, after: `{s['loadavg_after']}`.",
+            "",
+            "| files | seconds | files/s | manifest bytes | per file |",
+            "|---|---|---|---|---|",
+            f"| {s['files']} | {s['seconds']} | {s['files_per_second']} | "
+            f"{s['manifest_bytes']:,} | {s['manifest_bytes_per_file']} |",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["transfer", "small", "all"], default="all")
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--out", default="MFS")
+    args = parser.parse_args()
+    command = "python bench/bench_mfs.py " + " ".join(sys.argv[1:])
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-mfs-") as tmp:
+        if args.part in ("transfer", "all"):
+            results["transfer"] = bench_transfer(Path(tmp) / "t", args.size_mib)
+            print(json.dumps(results["transfer"], indent=1), flush=True)
+        if args.part in ("small", "all"):
+            results["small"] = bench_small(Path(tmp) / "s", args.files)
+            print(json.dumps(results["small"], indent=1), flush=True)
+    results["command"] = command.strip()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(report(results, command.strip()) + "\n")
+    print(report(results, command.strip()))
+
+
+if __name__ == "__main__":
+    main()
