@@ -1,6 +1,8 @@
 """colonyp2p: a peer-to-peer meta-operating system for distributed computing.
 
-The Python API is ``Colony`` (trio) and ``SyncColony`` (blocking); see colonyp2p/colony.py.
+The Python API is ``Colony`` (trio) and ``SyncColony`` (blocking), connected to the node
+running on this device or embedding one that serves your ``@colony.function``-s; see
+colonyp2p/colony.py.
 """
 
 from __future__ import annotations
@@ -8,9 +10,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from colonyp2p.colony import Colony, Process, ProcessFailed, SyncColony, WaitTimeout
+    from colonyp2p.colony import (
+        Colony,
+        EmbeddedColony,
+        Process,
+        ProcessFailed,
+        SyncColony,
+        SyncProcess,
+        WaitTimeout,
+    )
 
-__all__ = ["Colony", "Process", "ProcessFailed", "SyncColony", "WaitTimeout"]
+__all__ = [
+    "Colony",
+    "EmbeddedColony",
+    "Process",
+    "ProcessFailed",
+    "SyncColony",
+    "SyncProcess",
+    "WaitTimeout",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,17 @@ class ColonyError(Exception):
     code = "error"
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The first colony or OS error inside ``exc`` (trio wraps task errors in exception
+    groups), else ``exc`` itself: what to tell a person."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = root_cause(inner)
+            if isinstance(found, ColonyError | OSError):
+                return found
+    return exc
+
+
 # --- wire: envelopes that are refused before they reach the core -------------
 
 

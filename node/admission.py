@@ -23,8 +23,9 @@ from colonyp2p.core.node import ColonyNode
 from colonyp2p.errors import ColonyError, Unauthorized
 from colonyp2p.identity import Identity
 from colonyp2p.model.membership import Member, MembershipSet, Role
-from colonyp2p.node import join
+from colonyp2p.node import colony, join
 from colonyp2p.node.framing import close_stream, frame, read_frame, reset_stream
+from colonyp2p.node.home import Home
 from colonyp2p.node.transport import Transport
 
 if TYPE_CHECKING:
@@ -83,6 +84,72 @@ async def request_join(
     if raw is None:
         raise join.JoinRefused(f"{member} closed the join request without answering")
     return join.decode_reply(raw)
+
+
+async def join_home(
+    home: Home, colony_id: str, ticket: str, name: str, bootstrap: list[str], wait: float
+) -> tuple[MembershipSet, ...]:
+    """Join the colony ``colony_id`` from ``home`` (created when missing) with ``ticket``
+    (whose inviter's addresses are tried besides ``bootstrap``), or without one waiting up
+    to ``wait`` seconds for an admin's approval; records the membership chain."""
+    if not home.exists():
+        home.init()
+    addrs = list(bootstrap)
+    if ticket:
+        t = join.Ticket.decode(ticket)
+        if t.colony_id != colony_id:
+            raise join.TicketError(f"the ticket is for colony {t.colony_id}, not {colony_id}")
+        addrs += list(t.bootstrap)
+    if not addrs:
+        raise join.JoinRefused("no member to ask: give --ticket or --bootstrap MULTIADDR")
+    chain = await join_colony(home.identity(), colony_id, ticket, name, addrs, wait)
+    colony.adopt_chain(home, chain)
+    config = home.config()
+    config.bootstrap = addrs
+    home.save_config(config)
+    return chain
+
+
+async def join_colony(
+    identity: Identity, colony_id: str, ticket: str, name: str, addrs: list[str], wait: float
+) -> tuple[MembershipSet, ...]:
+    """Ask the members at ``addrs`` to admit ``identity`` (with ``ticket``, or waiting up to
+    ``wait`` seconds for an approval); the membership chain, verified down to ``colony_id``."""
+    transport = Transport(
+        identity,
+        colony_id,
+        is_member=lambda m: False,
+        on_message=lambda s, m: None,
+        on_announcement=lambda s, m: None,
+    )
+    deadline = time.monotonic() + wait
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.run)
+        try:
+            while True:
+                reason = ""
+                for addr in addrs:
+                    request = join.JoinRequest.create(
+                        identity, colony_id, name, ticket, time.time()
+                    )
+                    try:
+                        reply = await request_join(transport, addr, request)
+                    except (ColonyError, trio.TooSlowError, OSError) as exc:
+                        reason = f"{addr}: {exc}"
+                        continue
+                    if reply.status == "admitted":
+                        return (join.verify_chain(colony_id, reply.chain), *reply.chain)[1:]
+                    if reply.status == "refused":
+                        raise join.JoinRefused(f"refused: {reply.reason}")
+                    reason = reply.reason
+                if time.monotonic() >= deadline:
+                    raise join.JoinRefused(
+                        f"not admitted yet ({reason}); ask an admin to run "
+                        f"`colonynode members approve {identity.member_id}`, then join again"
+                    )
+                await trio.sleep(1.0)
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 class Admission:

@@ -22,11 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from colonyp2p.errors import ColonyError
-from colonyp2p.identity import Identity
-from colonyp2p.model.membership import MembershipSet
+from colonyp2p.errors import ColonyError, root_cause
 from colonyp2p.model.units import format_bytes
-from colonyp2p.node import colony, join
+from colonyp2p.node import colony
 from colonyp2p.node.api_client import ApiClient
 from colonyp2p.node.home import DEFAULT_HOME, Home
 
@@ -59,7 +57,7 @@ def friendly() -> Iterator[None]:
     except ColonyError as exc:
         raise fail(str(exc)) from None
     except BaseExceptionGroup as group:
-        cause = _leaf(group)
+        cause = root_cause(group)
         if isinstance(cause, ColonyError):
             raise fail(str(cause)) from None
         raise
@@ -119,24 +117,10 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Join a colony: with a ticket at once, without one once an admin approves."""
-        h = Home(home)
+        from colonyp2p.node.admission import join_home  # libp2p: only when joining
+
         with friendly():
-            if not h.exists():
-                h.init()
-            identity = h.identity()
-            addrs = list(bootstrap or [])
-            if ticket:
-                t = join.Ticket.decode(ticket)
-                if t.colony_id != colony_id:
-                    raise fail(f"the ticket is for colony {t.colony_id}, not {colony_id}")
-                addrs += list(t.bootstrap)
-            if not addrs:
-                raise fail("no member to ask: give --ticket or --bootstrap MULTIADDR")
-            chain = trio.run(_join, identity, colony_id, ticket, name, addrs, wait)
-            colony.adopt_chain(h, chain)
-            config = h.config()
-            config.bootstrap = addrs
-            h.save_config(config)
+            chain = trio.run(join_home, Home(home), colony_id, ticket, name, bootstrap or [], wait)
         console.print(f"joined colony {colony_id} (membership v{chain[-1].version})")
 
     @members_app.callback(invoke_without_command=True)
@@ -409,49 +393,6 @@ def _duration(text: str) -> float:
         raise fail(f"{text!r} is not a duration (write 30m, 12h or 7d)") from None
 
 
-async def _join(
-    identity: Identity, colony_id: str, ticket: str, name: str, addrs: list[str], wait: float
-) -> tuple[MembershipSet, ...]:
-    from colonyp2p.node.admission import request_join
-    from colonyp2p.node.transport import Transport
-
-    transport = Transport(
-        identity,
-        colony_id,
-        is_member=lambda m: False,
-        on_message=lambda s, m: None,
-        on_announcement=lambda s, m: None,
-    )
-    deadline = time.monotonic() + wait
-    async with trio.open_nursery() as nursery:
-        await nursery.start(transport.run)
-        try:
-            while True:
-                reason = ""
-                for addr in addrs:
-                    request = join.JoinRequest.create(
-                        identity, colony_id, name, ticket, time.time()
-                    )
-                    try:
-                        reply = await request_join(transport, addr, request)
-                    except (ColonyError, trio.TooSlowError, OSError) as exc:
-                        reason = f"{addr}: {exc}"
-                        continue
-                    if reply.status == "admitted":
-                        return (join.verify_chain(colony_id, reply.chain), *reply.chain)[1:]
-                    if reply.status == "refused":
-                        raise join.JoinRefused(f"refused: {reply.reason}")
-                    reason = reply.reason
-                if time.monotonic() >= deadline:
-                    raise join.JoinRefused(
-                        f"not admitted yet ({reason}); ask an admin to run "
-                        f"`colonynode members approve {identity.member_id}`, then join again"
-                    )
-                await trio.sleep(1.0)
-        finally:
-            nursery.cancel_scope.cancel()
-
-
 def _run_foreground(home: Home) -> None:
     from colonyp2p.node.daemon import Daemon
 
@@ -471,22 +412,12 @@ def _run_foreground(home: Home) -> None:
     try:
         trio.run(main)
     except (ColonyError, OSError, BaseExceptionGroup) as exc:
-        cause = _leaf(exc)
+        cause = root_cause(exc)
         if isinstance(cause, ColonyError):
             raise fail(str(cause)) from None
         if isinstance(cause, OSError):
             raise fail(f"cannot start: {cause.strerror or cause}") from None
         raise
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The first colony or OS error inside ``exc`` (trio wraps task errors in groups)."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _leaf(inner)
-            if isinstance(found, ColonyError | OSError):
-                return found
-    return exc
 
 
 def _start_background(home: Home) -> None:

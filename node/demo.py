@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from colonyp2p.node.api_client import ApiClient
-from colonyp2p.node.home import Home
+from colonyp2p.node.home import Config, Home
 
 TEXT = (
     "a colony of equal peers runs function specifications on executors across the "
@@ -40,23 +41,45 @@ def run(root: Path, console: Console) -> bool:
     homes = {n: Home(root / n) for n in names}
     try:
         with console.status("forming a colony of 3 daemons"):
-            _cli(homes["owner"], "init")
-            colony_id = _cli(homes["owner"], "colony", "create", "demo").strip()
-            _cli(homes["owner"], "start")
+            colonynode(homes["owner"], "init")
+            colony_id = colonynode(homes["owner"], "colony", "create", "demo").strip()
+            colonynode(homes["owner"], "start")
             for name in names[1:]:
-                ticket = _cli(homes["owner"], "invite").replace("\n", "").strip()
-                _cli(homes[name], "init")
-                _cli(homes[name], "join", colony_id, "--ticket", ticket, "--name", name)
-                _cli(homes[name], "start")
+                ticket = colonynode(homes["owner"], "invite").replace("\n", "").strip()
+                join_and_start(homes[name], colony_id, ticket, name)
         console.print(f"colony [bold]{colony_id[:16]}[/] formed: 3 members on 127.0.0.1")
         with _api(homes["owner"]) as api:
             return _work(api, console)
     finally:
-        for home in homes.values():
-            runtime = home.runtime()
-            if runtime is not None:
-                os.kill(int(runtime["pid"]), signal.SIGTERM)
+        stop(homes.values())
         console.print(f"daemons stopped; homes and logs in {root}")
+
+
+def join_and_start(
+    home: Home,
+    colony_id: str,
+    ticket: str,
+    name: str,
+    configure: Callable[[Config], None] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """A new member daemon in ``home``: init, join with ``ticket``, ``configure`` its
+    config (its executor, say), start in the background."""
+    colonynode(home, "init", env=env)
+    colonynode(home, "join", colony_id, "--ticket", ticket, "--name", name, env=env)
+    if configure is not None:
+        config = home.config()
+        configure(config)
+        home.save_config(config)
+    colonynode(home, "start", env=env)
+
+
+def stop(homes: Iterable[Home]) -> None:
+    """Stop (SIGTERM) the daemons running from ``homes``."""
+    for home in homes:
+        runtime = home.runtime()
+        if runtime is not None:
+            os.kill(int(runtime["pid"]), signal.SIGTERM)
 
 
 def _work(api: ApiClient, console: Console) -> bool:
@@ -124,8 +147,10 @@ def _prime_count(limit: int) -> int:
     return primes(limit)
 
 
-def _cli(home: Home, *args: str) -> str:
-    env = {**os.environ, "COLONYP2P_HOME": str(home.root), "COLUMNS": "400"}
+def colonynode(home: Home, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run ``colonynode ARGS`` for ``home`` (with ``env`` added to the environment, which
+    a daemon it starts inherits); its stdout, or RuntimeError with its stderr."""
+    env = {**os.environ, **(env or {}), "COLONYP2P_HOME": str(home.root), "COLUMNS": "400"}
     done = subprocess.run(
         [sys.executable, "-m", "colonyp2p.node.cli", *args],
         env=env,

@@ -125,7 +125,7 @@ def test_hanging_runs_and_errors_fail_their_processes(small: scenarios.Scenario)
     assert hung, "the scenario should draw some hanging runs"
     for pid in hung:
         assert sim.checker.terminal[pid].kind == "failed"
-    assert "maxretries exceeded" in failed_reasons
+    assert "maxexectime exceeded" in failed_reasons  # the hanging runs
     assert "simulated error" in failed_reasons
 
 

@@ -550,7 +550,11 @@ class KeeperRole:
                 return f"parent {parent} {outcome.kind}"
         attempts = rec.expired_attempts + (0 if rec.released or rec.purpose != "claim" else 1)
         if attempts > spec.maxretries and attempts > 0:
-            return f"maxretries exceeded: {attempts} leases expired (maxretries {spec.maxretries})"
+            tries = f"{attempts} leases expired (maxretries {spec.maxretries})"
+            if spec.maxexectime > 0 and rec.lease_started + spec.maxexectime <= rec.lease_until:
+                # the last lease ended because the run outlasted maxexectime (a hang)
+                return f"maxexectime exceeded: still running after {spec.maxexectime:g} s; {tries}"
+            return f"maxretries exceeded: {tries}"
         if spec.maxwaittime > 0 and not rec.started_at and now - rec.stored_at > spec.maxwaittime:
             return f"maxwaittime exceeded: not started within {spec.maxwaittime:g} s"
         return ""
