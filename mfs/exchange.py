@@ -415,6 +415,7 @@ class _Transfer:
         self.queue: deque[str] = deque(wanted)
         self.remaining: set[str] = set(wanted)
         self.queued: set[str] = set(wanted)
+        self.doubled: set[str] = set()  # CIDs asked of a second provider at the end
         self.refused: dict[str, set[str]] = {}  # cid -> providers that lacked it or lied
         self.providers: dict[str, bool] = dict.fromkeys(providers, True)  # member -> alive
         self.inflight: dict[str, set[str]] = {}  # provider -> CIDs asked of it, unanswered
@@ -505,6 +506,27 @@ class _Transfer:
         self.inflight.setdefault(provider, set()).update(batch)
         return batch
 
+    def _end_game(self, provider: str) -> list[str]:
+        """Nothing left to hand out: ask this provider too for what another one still
+        owes (the first copy to arrive counts), so a slow provider's last batch does
+        not hold up the end. Each CID is asked twice at most."""
+        mine = self.inflight.setdefault(provider, set())
+        batch: list[str] = []
+        size = 0
+        for other, owed in self.inflight.items():
+            if other == provider:
+                continue
+            for cid in sorted(owed):
+                if size >= BATCH_BYTES or len(batch) >= MAX_WANT:
+                    break
+                if cid in self.doubled or cid in mine or provider in self.refused.get(cid, ()):
+                    continue
+                batch.append(cid)
+                size += self.sizes.get(cid, UNKNOWN_SIZE)
+        self.doubled.update(batch)
+        mine.update(batch)
+        return batch
+
     def _requeue(self, cid: str, provider: str | None = None) -> None:
         if cid not in self.remaining:
             return
@@ -526,7 +548,7 @@ class _Transfer:
                 nursery.start_soon(self._reader, provider, stream, pending_recv)
                 async with pending_send:
                     while self.remaining:
-                        batch = self._take(provider)
+                        batch = self._take(provider) or self._end_game(provider)
                         if not batch:
                             await self.changed.wait()
                             continue
