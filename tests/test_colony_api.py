@@ -35,7 +35,7 @@ def test_the_python_api_runs_work_and_reports_failures(tmp_path: Path) -> None:
                 wrong.wait(timeout=30)
 
             nowhere = colony.submit("add", 1, executortype="nobody-has-this")
-            with pytest.raises(WaitTimeout):
+            with pytest.raises(WaitTimeout, match="no executor matches"):
                 nowhere.wait(timeout=2)
             assert nowhere.cancel() == "failed"
 
