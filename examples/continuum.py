@@ -1,6 +1,6 @@
 """A ColonyOS-style workflow across the compute continuum, on a colony of real nodes.
 
-    .venv/bin/python examples/continuum.py            # about 30 s; --no-slurm to skip Slurm
+    .venv/bin/python examples/continuum.py            # about 20 s; --no-slurm to skip Slurm
 
 Edge devices measure (here: six weather stations' hourly temperatures, generated from
 each station's name), one node gathers their summaries, and a batch job on a Slurm
