@@ -42,7 +42,6 @@ and fetched again is still protected by the pins above it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import secrets
@@ -64,11 +63,13 @@ from colonyp2p.errors import (
     BlockNotFound,
     QuotaExceeded,
     StoreError,
-    StoreFull,
 )
 from colonyp2p.mfs import cid as cids
 from colonyp2p.mfs.labels import Label
 from colonyp2p.mfs.manifest import DirectorySnapshot, FileManifest, Manifest, decode, encode
+from colonyp2p.sqlitedb import failure as _failure
+from colonyp2p.sqlitedb import init_schema
+from colonyp2p.sqlitedb import transaction as _transaction
 
 SCHEMA_VERSION = 1
 _SCHEMA = (
@@ -199,23 +200,7 @@ class BlockStore:
         self._db = db
 
     def _setup(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.db_path} has schema version {version}, newer than the "
-                f"{SCHEMA_VERSION} this colonyp2p reads; upgrade to open it"
-            )
-        # As node/store.py: a commit is on disk when it returns (WAL + FULL).
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA fullfsync = ON")
-        if version == 0:
-            with _transaction(db, f"cannot initialise {self.db_path}"):
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise StoreError(f"{self.db_path} is an SQLite file but not a block index")
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        init_schema(db, self.db_path, SCHEMA_VERSION, _SCHEMA, "a block index")
 
     # --- paths ---------------------------------------------------------------------
 
@@ -758,31 +743,3 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection, doing: str) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error, SQLite errors as StoreErrors."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise _failure(exc, doing) from exc
-
-
-def _failure(exc: OSError | sqlite3.Error, doing: str) -> StoreError:
-    if isinstance(exc, OSError):
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    else:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        full = code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-    if full:
-        return StoreFull(f"{doing}: the disk is full ({exc}); nothing was written")
-    return StoreError(f"{doing}: {exc}")

@@ -9,12 +9,10 @@ a restart.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,8 +24,11 @@ from colonyp2p.core.keeper import RECORDS
 from colonyp2p.core.messages import StoreSpec
 from colonyp2p.core.node import MEMBERSHIP
 from colonyp2p.core.records import KeeperRecord
-from colonyp2p.errors import StoreError, StoreFull
+from colonyp2p.errors import StoreError
 from colonyp2p.model.membership import MembershipSet
+from colonyp2p.sqlitedb import failure as _failure
+from colonyp2p.sqlitedb import init_schema
+from colonyp2p.sqlitedb import transaction as _transaction
 
 # The type of what each table the core persists holds. A new table needs a line
 # here; a change that old files cannot be read with also needs SCHEMA_VERSION + 1.
@@ -81,25 +82,7 @@ class Store:
         self._db = db
 
     def _setup(self, db: sqlite3.Connection, max_pages: int | None) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than the {SCHEMA_VERSION} "
-                "this colonyp2p reads: it was written by a newer colonyp2p; upgrade to open it"
-            )
-        # WAL + FULL: a commit is fsynced before it returns, so it survives SIGKILL and
-        # power loss. A filesystem without WAL support keeps the rollback journal,
-        # which with FULL is just as durable, only slower.
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA fullfsync = ON")  # macOS: fsync alone does not reach the disk
-        if version == 0:
-            with _transaction(db, f"cannot initialise {self.path}"):
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise StoreError(f"{self.path} is an SQLite file but not a colonyp2p store")
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        init_schema(db, self.path, SCHEMA_VERSION, _SCHEMA, "a colonyp2p store")
         if max_pages is not None:
             db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
 
@@ -240,35 +223,3 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection, doing: str) -> Iterator[None]:
-    """BEGIN ... COMMIT, rolled back on any error, with SQLite's errors made StoreErrors."""
-    try:
-        # IMMEDIATE takes the write lock up front, so a busy database fails the call
-        # before anything is written rather than at COMMIT.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself on some errors (a full disk among them).
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise _failure(exc, doing) from exc
-
-
-def _failure(exc: OSError | sqlite3.Error, doing: str) -> StoreError:
-    if isinstance(exc, OSError):
-        full = exc.errno == errno.ENOSPC
-    else:
-        # SQLite reports ENOSPC as SQLITE_FULL too.
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        full = code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-    if full:
-        return StoreFull(f"{doing}: the disk is full ({exc}); nothing was written")
-    return StoreError(f"{doing}: {exc}")

@@ -245,6 +245,17 @@ def test_a_block_corrupted_in_transfer_is_refused_and_fetched_from_another_membe
         store.close()
 
 
+def _open_host(identity: Identity, colony_id: str) -> Transport:
+    """A host of this process's own that would talk to anyone (it plays a peer)."""
+    return Transport(
+        identity,
+        colony_id,
+        is_member=lambda m: True,
+        on_message=lambda s, m: None,
+        on_announcement=lambda s, m: None,
+    )
+
+
 def _fetch_from_liar(
     identity: Identity, store: BlockStore, target: Node, label: Label, dest: Path
 ) -> dict[str, Any]:
@@ -274,13 +285,7 @@ def _fetch_from_liar(
     out: dict[str, Any] = {}
 
     async def run() -> None:
-        transport = Transport(
-            identity,
-            status["colony_id"],
-            is_member=lambda m: True,
-            on_message=lambda s, m: None,
-            on_announcement=lambda s, m: None,
-        )
+        transport = _open_host(identity, status["colony_id"])
         async with trio.open_nursery() as nursery:
             await nursery.start(transport.run)
             server.install(transport.host)
@@ -315,13 +320,7 @@ def test_a_non_member_can_fetch_nothing(tmp_path: Path) -> None:
         answers: list[object] = []
 
         async def run() -> None:
-            transport = Transport(
-                stranger,
-                status["colony_id"],
-                is_member=lambda m: True,
-                on_message=lambda s, m: None,
-                on_announcement=lambda s, m: None,
-            )
+            transport = _open_host(stranger, status["colony_id"])
             async with trio.open_nursery() as nursery:
                 await nursery.start(transport.run)
                 member = await transport.connect(status["addrs"][0])
