@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench compare clean
 
 $(STAMP): pyproject.toml requirements.lock
 	scripts/bootstrap
@@ -33,6 +33,10 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sim.py
+
+# colonyp2p against Celery, Dask and Ray (installs them into bench/compare/.venv)
+compare: $(STAMP)
+	$(BIN)/python bench/compare/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
