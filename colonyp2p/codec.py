@@ -85,106 +85,195 @@ def _name(tp: Any) -> str:
 
 
 def _convert(tp: Any, data: Any, where: str, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise MalformedMessage(f"{where}: nested deeper than {MAX_DEPTH}")
+    return _converter(tp)(data, where, depth)
+
+
+# A converter checks and builds one annotation's values: (data, where, depth) -> value.
+# Built once per annotation, because decoding runs for every message a node receives
+# and looking the annotation's structure up each time cost most of the decoding.
+_Converter = typing.Callable[[Any, str, int], Any]
+
+
+@functools.cache
+def _converter(tp: Any) -> _Converter:
     if tp is Any:
-        _check_plain(data, where, depth)
-        return data
+
+        def plain(data: Any, where: str, depth: int) -> Any:
+            _check_plain(data, where, depth)
+            return data
+
+        return _deep(plain)
     origin = typing.get_origin(tp)
     if origin is types.UnionType or origin is typing.Union:
+        return _deep(_union(tp))
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+
+        def literal(data: Any, where: str, depth: int) -> Any:
+            # compare types too: 1 == True == 1.0, but only the declared value is allowed
+            if not any(type(data) is type(a) and data == a for a in allowed):
+                raise MalformedMessage(f"{where}: {data!r} is not one of {allowed}")
+            return data
+
+        return _deep(literal)
+    if origin is tuple:
+        return _deep(_tuple(typing.get_args(tp)))
+    if origin is dict:
+        return _deep(_dict(*typing.get_args(tp)))
+    if tp in _SIMPLE:
+        return _deep(_SIMPLE[tp])
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _deep(_dataclass(tp))
+    raise TypeError(f"codec cannot handle the annotation {tp!r}")
+
+
+def _deep(convert: _Converter) -> _Converter:
+    def checked(data: Any, where: str, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise MalformedMessage(f"{where}: nested deeper than {MAX_DEPTH}")
+        return convert(data, where, depth)
+
+    return checked
+
+
+def _union(tp: Any) -> _Converter:
+    options = typing.get_args(tp)
+
+    def union(data: Any, where: str, depth: int) -> Any:
         errors = []
-        for option in typing.get_args(tp):
+        for option in options:
             try:
-                return _convert(option, data, where, depth)
+                return _converter(option)(data, where, depth)
             except MalformedMessage as exc:
                 errors.append(str(exc))
         # say why each option failed: the path of the bad field is inside one of them
         raise MalformedMessage(
             f"{where}: {type(data).__name__} fits none of {tp} ({'; '.join(errors)})"
         )
-    if origin is typing.Literal:
-        # compare types too: 1 == True == 1.0, but only the declared value is allowed
-        if not any(type(data) is type(a) and data == a for a in typing.get_args(tp)):
-            raise MalformedMessage(f"{where}: {data!r} is not one of {typing.get_args(tp)}")
-        return data
-    if origin is tuple:
-        args = typing.get_args(tp)
+
+    return union
+
+
+def _tuple(args: tuple[Any, ...]) -> _Converter:
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = args[0]
+
+        def variadic(data: Any, where: str, depth: int) -> Any:
+            if not isinstance(data, list | tuple):
+                raise MalformedMessage(f"{where}: expected a list, got {type(data).__name__}")
+            convert = _converter(item)
+            return tuple(convert(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(data))
+
+        return variadic
+
+    def fixed(data: Any, where: str, depth: int) -> Any:
         if not isinstance(data, list | tuple):
             raise MalformedMessage(f"{where}: expected a list, got {type(data).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(
-                _convert(args[0], v, f"{where}[{i}]", depth + 1) for i, v in enumerate(data)
-            )
         if len(args) != len(data):
             raise MalformedMessage(f"{where}: expected {len(args)} items, got {len(data)}")
         return tuple(
-            _convert(a, v, f"{where}[{i}]", depth + 1)
+            _converter(a)(v, f"{where}[{i}]", depth + 1)
             for i, (a, v) in enumerate(zip(args, data, strict=True))
         )
-    if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
+
+    return fixed
+
+
+def _dict(key_tp: Any, value_tp: Any) -> _Converter:
+    def mapping(data: Any, where: str, depth: int) -> Any:
         if not isinstance(data, dict):
             raise MalformedMessage(f"{where}: expected a map, got {type(data).__name__}")
+        key, value = _converter(key_tp), _converter(value_tp)
         out = {}
         for k, v in data.items():
-            out[_convert(key_tp, k, f"{where} key", depth + 1)] = _convert(
-                value_tp, v, f"{where}.{k}", depth + 1
-            )
+            out[key(k, f"{where} key", depth + 1)] = value(v, f"{where}.{k}", depth + 1)
         return out
-    if tp is type(None):
-        if data is not None:
-            raise MalformedMessage(f"{where}: expected null, got {type(data).__name__}")
-        return None
-    if tp is bool:
-        if not isinstance(data, bool):
-            raise MalformedMessage(f"{where}: expected a boolean, got {type(data).__name__}")
-        return data
-    if tp is int:
-        if not isinstance(data, int) or isinstance(data, bool):
-            raise MalformedMessage(f"{where}: expected an integer, got {type(data).__name__}")
-        return data
-    if tp is float:
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            raise MalformedMessage(f"{where}: expected a number, got {type(data).__name__}")
-        try:
-            number = float(data)
-        except OverflowError:  # a bignum: float() and isfinite() both raise on it
-            raise MalformedMessage(f"{where}: number out of range") from None
-        if not math.isfinite(number):
-            raise MalformedMessage(f"{where}: numbers must be finite")
-        return number
-    if tp is str:
-        if not isinstance(data, str):
-            raise MalformedMessage(f"{where}: expected a string, got {type(data).__name__}")
-        return data
-    if tp is bytes:
-        if not isinstance(data, bytes):
-            raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
-        return data
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _convert_dataclass(tp, data, where, depth)
-    raise TypeError(f"codec cannot handle the annotation {tp!r} at {where}")
+
+    return mapping
 
 
-def _convert_dataclass(cls: type, data: Any, where: str, depth: int) -> Any:
-    if not isinstance(data, dict):
-        raise MalformedMessage(f"{where}: expected a map, got {type(data).__name__}")
-    hints = _hints(cls)
-    kwargs = {}
-    known = set()
-    for f in _fields(cls):
-        known.add(f.name)
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}", depth + 1)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise MalformedMessage(f"{where}: missing field {f.name!r}")
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        raise MalformedMessage(f"{where}: unknown fields {sorted(map(str, unknown))}")
+def _none(data: Any, where: str, depth: int) -> Any:
+    if data is not None:
+        raise MalformedMessage(f"{where}: expected null, got {type(data).__name__}")
+    return None
+
+
+def _bool(data: Any, where: str, depth: int) -> Any:
+    if not isinstance(data, bool):
+        raise MalformedMessage(f"{where}: expected a boolean, got {type(data).__name__}")
+    return data
+
+
+def _int(data: Any, where: str, depth: int) -> Any:
+    if not isinstance(data, int) or isinstance(data, bool):
+        raise MalformedMessage(f"{where}: expected an integer, got {type(data).__name__}")
+    return data
+
+
+def _float(data: Any, where: str, depth: int) -> Any:
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        raise MalformedMessage(f"{where}: expected a number, got {type(data).__name__}")
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:  # __post_init__ validation
-        raise MalformedMessage(f"{where}: {exc}") from exc
+        number = float(data)
+    except OverflowError:  # a bignum: float() and isfinite() both raise on it
+        raise MalformedMessage(f"{where}: number out of range") from None
+    if not math.isfinite(number):
+        raise MalformedMessage(f"{where}: numbers must be finite")
+    return number
+
+
+def _str(data: Any, where: str, depth: int) -> Any:
+    if not isinstance(data, str):
+        raise MalformedMessage(f"{where}: expected a string, got {type(data).__name__}")
+    return data
+
+
+def _bytes(data: Any, where: str, depth: int) -> Any:
+    if not isinstance(data, bytes):
+        raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
+    return data
+
+
+_SIMPLE: dict[Any, _Converter] = {
+    type(None): _none,
+    bool: _bool,
+    int: _int,
+    float: _float,
+    str: _str,
+    bytes: _bytes,
+}
+
+
+def _dataclass(cls: type) -> _Converter:
+    hints = _hints(cls)
+    plan = [
+        (
+            f.name,
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in _fields(cls)
+    ]
+    known = frozenset(name for name, _, _ in plan)
+
+    def build(data: Any, where: str, depth: int) -> Any:
+        if not isinstance(data, dict):
+            raise MalformedMessage(f"{where}: expected a map, got {type(data).__name__}")
+        kwargs = {}
+        for name, tp, required in plan:
+            if name in data:
+                kwargs[name] = _converter(tp)(data[name], f"{where}.{name}", depth + 1)
+            elif required:
+                raise MalformedMessage(f"{where}: missing field {name!r}")
+        if len(kwargs) != len(data):
+            unknown = [k for k in data if k not in known]
+            raise MalformedMessage(f"{where}: unknown fields {sorted(map(str, unknown))}")
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:  # __post_init__ validation
+            raise MalformedMessage(f"{where}: {exc}") from exc
+
+    return build
 
 
 def _check_plain(data: Any, where: str, depth: int) -> None:
