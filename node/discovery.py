@@ -331,28 +331,8 @@ class Discovery:
     async def find_members(self) -> list[str]:
         """Members that announced themselves (not us), sorted; their addresses go to the
         transport's address book; [] while the DHT is not running."""
-        dht = self.dht
-        if dht is None:
-            return []
-        store = dht.provider_store
         keys = [provider_key(self.colony_id, i) for i in range(self._shards)]
-        infos = [info for key in keys for info in store.get_providers(key)]
-
-        async def ask(peer: Any, key: bytes) -> None:
-            providers, _ = await store._get_providers_from_peer_with_closers(peer, key)
-            infos.extend(providers)
-
-        await self._bounded("find_members", self._ask_closest, dht, keys, ask)
-        found: dict[str, dict[str, None]] = {}  # ordered sets: one entry per storing node
-        for info in infos:
-            found.setdefault(str(info.peer_id), {}).update(dict.fromkeys(map(str, info.addrs)))
-        found.pop(self.member_id, None)
-        for member_id in [m for m in found if not self._is_member(m)]:
-            self.stats["non_member_provider"] += 1
-            del found[member_id]
-        for member_id, addrs in found.items():
-            self._teach(member_id, list(addrs))
-        return sorted(found)
+        return await self._providers("find_members", keys)
 
     async def provide(self, key: bytes) -> bool:
         """Announce that this member provides ``key`` (a multihash, e.g. a snapshot's
@@ -369,29 +349,34 @@ class Discovery:
         return bool(told and told[0])
 
     async def find_providers(self, key: bytes) -> list[str]:
-        """Members (not us) that announced ``key``, de-duplicated; their addresses go to
-        the transport's address book; [] while the DHT is not running."""
+        """Members (not us) that announced ``key``, sorted; their addresses go to the
+        transport's address book; [] while the DHT is not running."""
+        return await self._providers("find_providers", [key])
+
+    async def _providers(self, what: str, keys: list[bytes]) -> list[str]:
+        """The members that provide any of ``keys``, asked of the k closest members to
+        each key (py-libp2p's own find_providers answers from the local store) and
+        de-duplicated by peer id; non-members are counted and left out."""
         dht = self.dht
         if dht is None:
             return []
         store = dht.provider_store
-        infos = list(store.get_providers(key))
+        infos = [info for key in keys for info in store.get_providers(key)]
 
         async def ask(peer: Any, key: bytes) -> None:
             providers, _ = await store._get_providers_from_peer_with_closers(peer, key)
             infos.extend(providers)
 
-        await self._bounded("find_providers", self._ask_closest, dht, [key], ask)
-        found: dict[str, dict[str, None]] = {}
+        await self._bounded(what, self._ask_closest, dht, keys, ask)
+        found: dict[str, dict[str, None]] = {}  # ordered sets: one entry per storing node
         for info in infos:
             found.setdefault(str(info.peer_id), {}).update(dict.fromkeys(map(str, info.addrs)))
         found.pop(self.member_id, None)
-        for member_id, addrs in list(found.items()):
-            if not self._is_member(member_id):
-                self.stats["non_member_provider"] += 1
-                del found[member_id]
-            else:
-                self._teach(member_id, list(addrs))
+        for member_id in [m for m in found if not self._is_member(m)]:
+            self.stats["non_member_provider"] += 1
+            del found[member_id]
+        for member_id, addrs in found.items():
+            self._teach(member_id, list(addrs))
         return sorted(found)
 
     async def lookup(self, member_id: str) -> list[str]:

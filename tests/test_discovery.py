@@ -24,7 +24,7 @@ from colonyp2p import codec
 from colonyp2p.identity import Identity
 from colonyp2p.model.signing import unsigned_bytes
 from colonyp2p.node import discovery
-from colonyp2p.node.discovery import AddrRecord, AddrValidator, Discovery, addr_key
+from colonyp2p.node.discovery import AddrRecord, AddrValidator, Discovery, addr_key, content_key
 from colonyp2p.node.transport import Transport
 
 COLONY = "c0" * 32
@@ -154,6 +154,12 @@ async def test_members_in_a_line_find_each_other_and_their_addresses() -> None:
         await last.discovery.dht.put_value(addr_key(last.id), newer.encode())
         assert await first.discovery.lookup(last.id) == moved
         assert not any(n.discovery.stats["record_refused"] for n in nodes)
+
+        # content: a snapshot provided at one end is found at the other
+        key = content_key(COLONY, "bafyreiexample")
+        assert await last.discovery.find_providers(key) == []
+        assert await first.discovery.provide(key)
+        assert await last.discovery.find_providers(key) == [first.id]
 
 
 async def test_forged_and_stale_address_records_are_refused_and_never_returned() -> None:

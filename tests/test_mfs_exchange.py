@@ -178,6 +178,23 @@ def test_a_put_on_one_member_is_listed_and_fetched_on_another_with_the_cli(
         wait_for(lambda: has_label(owner, "/sat/images", 2), 20, "version 2 on the owner")
         names = {e["name"] for e in fs(owner, "ls", ref="/sat/images")["entries"]}
         assert names == {"data.bin"}
+        # fs sync both ways, with the onstart conflict rule
+        mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+        mine.mkdir()
+        (mine / "x.txt").write_text("owner's\n")
+        assert "/s v1 (uploaded)" in owner.cli("fs", "sync", "/s", str(mine), "--quiet").stdout
+        wait_for(lambda: has_label(other, "/s"), 20, "/s on the other member")
+        theirs.mkdir()
+        (theirs / "x.txt").write_text("other's\n")
+        (theirs / "y.txt").write_text("new\n")
+        synced = other.cli("fs", "sync", "/s", str(theirs), "--keeplocal", "--quiet").stdout
+        assert "/s v2 (uploaded)" in synced
+        assert (theirs / "x.txt").read_text() == "other's\n"  # kept: --keeplocal
+        wait_for(lambda: has_label(owner, "/s", 2), 20, "/s v2 on the owner")
+        synced = owner.cli("fs", "sync", "/s", str(mine), "--quiet").stdout
+        assert "uploaded" not in synced  # nothing new here after the download
+        assert (mine / "x.txt").read_text() == "other's\n"  # the label's replaced ours
+        assert (mine / "y.txt").read_text() == "new\n"
 
 
 def test_a_corrupt_block_is_detected_on_either_side_and_never_used(tmp_path: Path) -> None:
