@@ -36,7 +36,7 @@ class Candidate:
     spec: SignedSpec
     keepers: tuple[str, ...]
     ready_at: float
-    key: tuple[int, int, float]
+    key: tuple[int, int, int, float]
     epoch_hint: int = 1
     retries: int = 0
 
@@ -49,7 +49,7 @@ class ExecutorRole:
         self.my_key = dht_key(node.member_id)
         self.candidates: dict[str, Candidate] = {}
         self._pending: list[tuple[float, str]] = []  # (ready_at, pid)
-        self._ready: list[tuple[tuple[int, int, float], str]] = []
+        self._ready: list[tuple[tuple[int, int, int, float], str]] = []
         self.active: dict[str, int] = {}  # pid -> epoch of claims in flight or running
         self._wake_at = math.inf
         # per (funcname, conditions): a spec with them, and the executors whose ads match it
@@ -103,7 +103,10 @@ class ExecutorRole:
         if slot >= p.candidate_slots * (2 ** min(round_, 10)):
             return  # better-ranked executors will take it; a re-announcement widens the circle
         ready_at = now + slot * p.claim_slot
-        key = (-spec.spec.priority, int(now // AGE_BUCKET), score)
+        # Within a priority and an age bucket, processes this executor ranks best first:
+        # with a backlog, each executor then works through its own share, and claims
+        # another's (contending with it) only once its own run out.
+        key = (-spec.spec.priority, int(now // AGE_BUCKET), slot, score)
         self.candidates[pid] = Candidate(spec, keepers, ready_at, key)
         heapq.heappush(self._pending, (ready_at, pid))
         self.try_claim(now)
@@ -157,7 +160,7 @@ class ExecutorRole:
         retries = self._retries.get(pid, 0) + 1
         if retries > MAX_CLAIM_RETRIES or self.ad is None:
             return
-        c = Candidate(spec, keepers, now, (-spec.spec.priority, int(now // AGE_BUCKET), 0.0))
+        c = Candidate(spec, keepers, now, (-spec.spec.priority, int(now // AGE_BUCKET), 0, 0.0))
         c.epoch_hint, c.retries = epoch, retries
         self.candidates[pid] = c
         heapq.heappush(self._pending, (now, pid))
