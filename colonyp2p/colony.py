@@ -207,7 +207,10 @@ class Colony:
     async def _call(self, fn: Callable[[ApiClient], T]) -> T:
         client = self._client
         if client is None:
-            raise ColonyError("the embedded node is not running: use `async with colony:`")
+            raise ColonyError(
+                "the embedded node is not running: enter `async with colony:` (or `with colony:`"
+                " for a SyncColony) first"
+            )
         async with self._lock:  # one httpx client, used from one thread at a time
             return await trio.to_thread.run_sync(fn, client)
 
@@ -272,7 +275,8 @@ class EmbeddedColony(Colony):
     - ``listen``: multiaddrs (default the config's, ``/ip4/127.0.0.1/tcp/0``);
     - ``params``: protocol timing overrides (colonyp2p/core/params.py).
 
-    The settings are written to the home's config.json, so ``colonynode start`` later runs
+    ``home`` (the ``Home`` attribute) may be replaced until the node starts. The settings
+    are written to the home's config.json, so ``colonynode start`` later runs
     the same node (serving the functions listed in ``executor.functions`` only).
 
     Run it with ``async with colony:`` or ``await nursery.start(colony.serve)``.
