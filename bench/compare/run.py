@@ -686,7 +686,15 @@ def _targets(results: dict[str, Any]) -> list[str]:
                     else "ahead of every peer (met)"
                 )
             )
-        out.append(f"- {label(s)}: " + "; ".join(parts) + ".")
+        out.append(f"- {label(s)}: " + ("; ".join(parts) or "no figure to compare") + ".")
+    lease = bd.daemon_params(bd.PARAM_SETS[results["args"]["params"]]).lease_seconds
+    out += [
+        "",
+        f"A killed colonyp2p executor's process moves on when its lease ({lease:g} s, "
+        "`lease_seconds`) expires at the keepers and another executor claims it; Celery's "
+        "message comes back after the visibility timeout (set to the same 10 s here). Dask's "
+        "scheduler and Ray's raylet see the worker's connection close and reschedule at once.",
+    ]
     return [*out, ""]
 
 
@@ -736,7 +744,12 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "`colonynode fs put` on the submitter's node (about 1 s of it is the CLI's Python "
         "start-up), then a noop pinned to an executor on another node (`executornames`) "
         "whose spec syncs the label into its working directory before the run; the blocks "
-        "are verified against their CIDs.",
+        "are verified against their CIDs. "
+        + " ".join(
+            f"{label(p)}: {results['systems'][p]['notes']['data']}."
+            for p in PEERS
+            if results["systems"].get(p, {}).get("notes", {}).get("data")
+        ),
         "",
     ]
     for s in SYSTEMS:
@@ -845,8 +858,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
             color=[colors[s] for s in systems],
         )
         for x, v, s in zip(xs, vals, systems, strict=True):
-            entry = results["systems"][s].get("scenarios", {}).get(scenario, {})
-            text = f"{v:.3g}" if v is not None else str(entry.get("status", "failed"))
+            entry = results["systems"][s].get("scenarios", {}).get(scenario)
+            text = (
+                f"{v:.3g}"
+                if v is not None
+                else "not run"
+                if entry is None
+                else str(entry.get("status", "failed"))
+            )
             ax.text(x, v or 0, text, ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(xs), [label(s).replace(", ", "\n") for s in systems], fontsize=8)
         if any(vals):
@@ -889,7 +908,15 @@ def main() -> int:
     parser.add_argument("--profile", type=float, default=30.0, help="py-spy seconds in (b)")
     parser.add_argument("--params", choices=sorted(bd.PARAM_SETS), default="bench")
     parser.add_argument("--skip-install", action="store_true")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rewrite COMPARE.md and the plot"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        data = json.loads((RESULTS / "compare.json").read_text())
+        plot(data, RESULTS / "compare.png")
+        (RESULTS / "COMPARE.md").write_text(markdown(data))
+        return 0
     quick = {"n": 200, "latency_n": 50, "fanout": 100, "mib": 16, "budget": 15.0}
     full = {"n": 10_000, "latency_n": 200, "fanout": 1000, "mib": 256, "budget": 60.0}
     for k, v in (quick if args.quick else full).items():
