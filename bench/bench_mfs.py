@@ -5,11 +5,12 @@
     .venv/bin/python bench/bench_mfs.py --part small     # or transfer
 
 transfer: four daemons on 127.0.0.1 (one process each, started with the real CLI as
-tests/cluster.py does). A puts a file of random bytes (``fs put``); B fetches it while
-only A has it (one provider); B and C pin it (so they hold and provide it); D fetches it
-from A, B and C at once. The figure is the fetch job's own transfer time (from the first
-request to the last block durable in D's store, blocks verified), and the whole
-``fs get`` (with writing the file out) beside it.
+tests/cluster.py does). A puts a file of random bytes (``fs put``); B and C pin it (so
+they hold it too); F then fetches it ``--repeat`` times from A alone and as many times
+from A, B and C at once (``fs get`` with ``providers``), alternately, after an ``fs gc``
+that drops F's copy. The figure is the fetch job's own transfer time (from the provider
+lookup to the last block verified and durable in F's store), and the whole ``fs get``
+(with writing the file out) beside it.
 small: 10,000 small files (1-2 KiB of random bytes each, in 100 directories) added by
 ``fs put`` through the API: files per second, and the size of the manifests written.
 
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -66,48 +68,56 @@ def labels_of(node: Node) -> list[dict[str, Any]]:
         return labels
 
 
-def bench_transfer(root: Path, size_mib: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"size_mib": size_mib, "loadavg_before": loadavg()}
+def bench_transfer(root: Path, size_mib: int, repeat: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"size_mib": size_mib, "repeat": repeat, "loadavg_before": loadavg()}
     with cluster(root) as c:
         a = c.found()
-        b, cc, d = (c.join(n, a) for n in ("b", "c", "d"))
+        b, cc, f = (c.join(n, a) for n in ("b", "c", "f"))
         src = root / "src"
         src.mkdir()
-        with open(src / "big.bin", "wb") as f:
+        with open(src / "big.bin", "wb") as file:
             for _ in range(size_mib):
-                f.write(os.urandom(MiB))
+                file.write(os.urandom(MiB))
         t = time.perf_counter()
         put = job(a, "put", src=str(src), label="/bench/big")
         out["put_seconds"] = round(time.perf_counter() - t, 3)
-        for n in (b, cc, d):
+        out["put"] = put["result"]
+        for n in (b, cc, f):
             wait_for(partial(labels_of, n), 30, f"the label on {n.name}")
-
-        def fetch(node: Node, op: str, **args: Any) -> dict[str, Any]:
-            t = time.perf_counter()
-            state = job(node, op, **args)
-            wall = time.perf_counter() - t
-            f = state["fetch"]
-            return {
-                "node": node.name,
-                "op": op,
-                "fetch_seconds": f["seconds"],
-                "fetch_MBps": round(f["fetched_bytes"] / f["seconds"] / 1e6, 1),
-                "wall_seconds": round(wall, 3),
-                "wall_MBps": round(size_mib * MiB / wall / 1e6, 1),
-                "providers": len(f["by_provider"]),
-                "bytes_by_provider": f["by_provider"],
-                "blocks": f["fetched_blocks"],
-                "lookup_seconds": f["lookup_seconds"],
-                "rounds": f["rounds"],
-                "bad_blocks": f["bad_blocks"],
-            }
-
-        out["one_provider"] = fetch(b, "get", ref="/bench/big", dest=str(root / "out-b"))
-        assert (root / "out-b" / "big.bin").stat().st_size == size_mib * MiB
         job(b, "pin", ref="/bench/big")
         job(cc, "pin", ref="/bench/big")
-        out["three_providers"] = fetch(d, "get", ref="/bench/big", dest=str(root / "out-d"))
-        out["put"] = put["result"]
+
+        def fetch(providers: list[str]) -> dict[str, Any]:
+            # f holds nothing of the file before (gc), and fetches it from ``providers``
+            with f.api() as api:
+                api.fs("gc")
+            dest = root / "out"
+            t = time.perf_counter()
+            state = job(f, "get", ref="/bench/big", dest=str(dest), providers=providers)
+            wall = time.perf_counter() - t
+            assert (dest / "big.bin").stat().st_size == size_mib * MiB
+            (dest / "big.bin").unlink()
+            s = state["fetch"]
+            return {
+                "fetch_seconds": s["seconds"],
+                "fetch_MBps": round(size_mib * MiB / s["seconds"] / 1e6, 1),
+                "duplicate_bytes": s["fetched_bytes"] - size_mib * MiB,
+                "wall_seconds": round(wall, 3),
+                "wall_MBps": round(size_mib * MiB / wall / 1e6, 1),
+                "providers": len(s["by_provider"]),
+                "bytes_by_provider": sorted(s["by_provider"].values()),
+                "blocks": s["fetched_blocks"],
+                "rounds": s["rounds"],
+                "bad_blocks": s["bad_blocks"],
+                "loadavg": loadavg(),
+            }
+
+        one = [a.member_id]
+        three = [a.member_id, b.member_id, cc.member_id]
+        out["one_provider"], out["three_providers"] = [], []
+        for _ in range(repeat):  # alternated, so that a change of load hits both alike
+            out["one_provider"].append(fetch(one))
+            out["three_providers"].append(fetch(three))
     out["loadavg_after"] = loadavg()
     return out
 
@@ -165,22 +175,25 @@ def report(results: dict[str, Any], command: str) -> str:
             f"loadavg before: `{t['loadavg_before']}`, after: `{t['loadavg_after']}`; "
             f"`fs put` on A took {t['put_seconds']} s.",
             "",
-            "| fetch | providers | transfer s | transfer MB/s | fs get wall s | wall MB/s |",
-            "|---|---|---|---|---|---|",
+            "| fetch | providers | transfer s | transfer MB/s | fs get wall s | wall MB/s "
+            "| loadavg after |",
+            "|---|---|---|---|---|---|---|",
         ]
         for key in ("one_provider", "three_providers"):
-            r = t[key]
+            for i, r in enumerate(t[key], 1):
+                lines.append(
+                    f"| {key.replace('_', ' ')} #{i} | {r['providers']} | "
+                    f"{r['fetch_seconds']} | {r['fetch_MBps']} | {r['wall_seconds']} | "
+                    f"{r['wall_MBps']} | `{r['loadavg']}` |"
+                )
+        for key in ("one_provider", "three_providers"):
+            rates = sorted(r["fetch_MBps"] for r in t[key])
             lines.append(
-                f"| {key.replace('_', ' ')} ({r['node']}) | {r['providers']} | "
-                f"{r['fetch_seconds']} | {r['fetch_MBps']} | {r['wall_seconds']} | "
-                f"{r['wall_MBps']} |"
+                f"\n{key.replace('_', ' ')}: transfer median {statistics.median(rates)} MB/s, "
+                f"best {rates[-1]} MB/s."
             )
-        share = t["three_providers"]["bytes_by_provider"]
-        lines += [
-            "",
-            f"Bytes per provider in the three-provider fetch: {sorted(share.values())}.",
-            "",
-        ]
+        share = t["three_providers"][-1]["bytes_by_provider"]
+        lines += ["", f"Bytes per provider in the last three-provider fetch: {share}.", ""]
     s = results.get("small")
     if s:
         lines += [
@@ -202,13 +215,14 @@ def main() -> None:
     parser.add_argument("--part", choices=["transfer", "small", "all"], default="all")
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="transfers of each kind")
     parser.add_argument("--out", default="MFS")
     args = parser.parse_args()
     command = "python bench/bench_mfs.py " + " ".join(sys.argv[1:])
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-mfs-") as tmp:
         if args.part in ("transfer", "all"):
-            results["transfer"] = bench_transfer(Path(tmp) / "t", args.size_mib)
+            results["transfer"] = bench_transfer(Path(tmp) / "t", args.size_mib, args.repeat)
             print(json.dumps(results["transfer"], indent=1), flush=True)
         if args.part in ("small", "all"):
             results["small"] = bench_small(Path(tmp) / "s", args.files)

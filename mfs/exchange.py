@@ -548,7 +548,9 @@ class _Transfer:
                 nursery.start_soon(self._reader, provider, stream, pending_recv)
                 async with pending_send:
                     while self.remaining:
-                        batch = self._take(provider) or self._end_game(provider)
+                        batch = self._take(provider)
+                        if not batch and not self.inflight.get(provider):
+                            batch = self._end_game(provider)  # idle: help the slowest
                         if not batch:
                             await self.changed.wait()
                             continue

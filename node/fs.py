@@ -352,9 +352,14 @@ class FsService:
         return [m for m in dict.fromkeys(out) if m != me and self.is_member(m)]
 
     async def ensure(
-        self, snapshot: str, hint: Sequence[str] = (), job: Job | None = None
+        self,
+        snapshot: str,
+        hint: Sequence[str] = (),
+        job: Job | None = None,
+        only: Sequence[str] = (),
     ) -> FetchState:
-        """Make ``snapshot``'s tree complete here, fetching what is missing from members."""
+        """Make ``snapshot``'s tree complete here, fetching what is missing from members
+        (from the members ``only`` names, if it names any)."""
         assert self.fetcher is not None
         state = FetchState(snapshot)
         if job is not None:
@@ -364,6 +369,8 @@ class FsService:
         async def find() -> list[str]:
             nonlocal tried_all
             everyone, tried_all = tried_all, True
+            if only:
+                return [m for m in only if self.is_member(m) and m != self.identity.member_id]
             return await self.providers(snapshot, hint, everyone=everyone)
 
         return await self.fetcher.fetch(snapshot, find, state=state)
@@ -439,9 +446,11 @@ class FsService:
             path, _, last = path.rpartition("/")
             inner = f"{last}/{inner}" if inner else last
 
-    async def get(self, ref: str, dest: Path, job: Job | None = None) -> dict[str, Any]:
+    async def get(
+        self, ref: str, dest: Path, job: Job | None = None, only: Sequence[str] = ()
+    ) -> dict[str, Any]:
         snapshot, hint, label, inner = self.resolve(ref)
-        state = await self.ensure(snapshot, hint, job)
+        state = await self.ensure(snapshot, hint, job, only)
         store = self._store()
         if job is not None:
             job.phase = "export"
@@ -458,7 +467,7 @@ class FsService:
                 if attempt == 2:
                     raise
                 await trio.to_thread.run_sync(_check_tree, store, snapshot)
-                await self.ensure(snapshot, hint, job)
+                await self.ensure(snapshot, hint, job, only)
         return {
             "snapshot": root,
             "label": None if label is None else _label_view(label),
@@ -655,7 +664,10 @@ class FsService:
             work = lambda job: self.put(src, label, job)  # noqa: E731
         elif op == "get":
             ref, dest = text("ref"), local("dest")
-            work = lambda job: self.get(ref, dest, job)  # noqa: E731
+            only = body.get("providers", [])
+            if not isinstance(only, list) or not all(isinstance(m, str) for m in only):
+                raise ValidationError("must be a list of member ids", "providers")
+            work = lambda job: self.get(ref, dest, job, only)  # noqa: E731
         elif op == "sync":
             label, where, keeplocal = text("label"), local("dir"), flag("keeplocal")
             check_path(label)
@@ -739,6 +751,7 @@ class FsService:
                 )
                 snapshot, merge = ours, False
                 if head is not None and (base is None or head.label_id != base.label_id):
+                    w.flush()  # the merge reads our new snapshot back from the store
                     base_snapshot = base.snapshot if base is not None else None
                     first, second = (ours, head.snapshot) if keeplocal else (head.snapshot, ours)
                     tag = "local" if not keeplocal else head.label_id[:8]

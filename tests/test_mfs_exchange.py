@@ -470,3 +470,52 @@ def test_sync_directives_download_before_and_upload_after_a_run(tmp_path: Path) 
         assert (out / "upper.txt").read_text() == "HELLO COLONY\n"
         # keepfiles false: the worker's copies are gone
         assert not list((worker.home.root / "work").rglob("upper.txt"))
+
+
+def test_a_label_moved_during_a_run_is_merged_by_the_onclose_rule(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c") as c:
+        owner = c.found()
+        worker = c.join("worker", owner, executortype="worker", kind="shell")
+        base = tmp_path / "base"
+        base.mkdir()
+        (base / "x.txt").write_text("base\n")
+        assert fs_job(owner, "put", src=str(base), label="/shared")["state"] == "done"
+        wait_for(lambda: has_label(worker, "/shared"), 20, "the label on the worker")
+        go = tmp_path / "go"
+        script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo worker > out/x.txt"
+        pid = owner.submit(
+            {
+                "funcname": "sh",
+                "args": ["-c", script],
+                "conditions": {"executortype": "worker"},
+                "fs": {
+                    "dirs": [
+                        {
+                            "label": "/shared",
+                            "dir": "/out",
+                            "onconflicts": {"onclose": {"keeplocal": False}},
+                        }
+                    ]
+                },
+            }
+        )["pid"]
+
+        def downloaded() -> bool:
+            return any(
+                line.startswith("[fs] synced /shared") for line in owner.process(pid)["logs"]
+            )
+
+        wait_for(downloaded, 30, "the run to have downloaded /shared")
+        # meanwhile the owner writes version 2
+        (base / "x.txt").write_text("owner\n")
+        assert fs_job(owner, "put", src=str(base), label="/shared")["state"] == "done"
+        wait_for(lambda: has_label(worker, "/shared", 2), 20, "version 2 on the worker")
+        go.touch()
+        process = wait_for(lambda: owner.finished(pid), 60, "the run")
+        assert process["state"] == "successful", process["errors"]
+        wait_for(lambda: has_label(owner, "/shared", 3), 20, "the merged version 3")
+        out = tmp_path / "merged"
+        assert fs_job(owner, "get", ref="/shared", dest=str(out))["state"] == "done"
+        # onclose keeplocal false: the label's file keeps its name, the run's is beside it
+        assert (out / "x.txt").read_text() == "owner\n"
+        assert (out / "x.txt.conflict-local").read_text() == "worker\n"
