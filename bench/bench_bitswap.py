@@ -79,7 +79,7 @@ async def bitswap(data: Sequence[bytes]) -> float:
         for client in (sa, sb):
             client.set_nursery(nursery)
             await client.start()
-        cids = []
+        cids: list[Any] = []
         for block in data:
             cid = compute_cid_v1(block, codec=0x55)
             await sa.add_block(cid, block)
