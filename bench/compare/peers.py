@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import math
 import os
 import platform
 import signal
@@ -39,25 +38,6 @@ if str(ROOT) not in sys.path:
 from bench.compare import tasks  # noqa: E402
 
 SCENARIOS = ("latency", "throughput", "fanout", "kill", "data")
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (as bench_daemon.pct; that module needs colonyp2p)."""
-    xs = sorted(values)
-    return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)] if xs else math.nan
-
-
-def ms(values: list[float]) -> dict[str, float]:
-    xs = [v * 1000 for v in values]
-    if not xs:
-        return {"n": 0}
-    return {
-        "n": len(xs),
-        "p50": round(pct(xs, 50), 3),
-        "p99": round(pct(xs, 99), 3),
-        "max": round(max(xs), 3),
-        "mean": round(sum(xs) / len(xs), 3),
-    }
 
 
 def wait_marker(path: Path, timeout: float) -> dict[str, Any]:
@@ -353,7 +333,8 @@ def latency(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         peer.noop(i, args.timeout)
         samples.append(time.perf_counter() - t0)
-    return {"result_ms": ms(samples), "warmup": args.warmup}
+    # run.py summarises them as bench_daemon does (that module needs colonyp2p)
+    return {"samples_s": [round(x, 6) for x in samples], "warmup": args.warmup}
 
 
 def throughput(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:

@@ -172,6 +172,9 @@ def run_peer(name: str, args: argparse.Namespace, redis_url: str, logs: Path) ->
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"scenarios": {}}
+    latency = result["scenarios"].get("latency", {})
+    if "samples_s" in latency:
+        latency["result_ms"] = short(bd.summary_ms(latency.pop("samples_s")))
     for scenario in args.scenarios:
         entry = result["scenarios"].setdefault(
             scenario, {"error": f"did not finish (exit {proc.returncode}; log {name}.log)"}
@@ -803,9 +806,7 @@ def _profile(results: dict[str, Any]) -> list[str]:
         ]
         for part, share in sorted(prof["trio_thread_parts"].items(), key=lambda kv: -kv[1]):
             out.append(f"| {part} | {share * 100:.0f}% |")
-        out += ["", "Top functions on top of the stack (self time):", ""]
-        out += ["| function (file) | share |", "|---|---|"]
-        out += [f"| `{k}` | {v * 100:.1f}% |" for k, v in prof["self"][:12]]
+        out += _ranked("Top functions on top of the stack (self time):", prof["self"][:12])
         out += [
             "",
             "The same samples charged to the innermost function of the project's or "
@@ -819,9 +820,10 @@ def _profile(results: dict[str, Any]) -> list[str]:
             f"| `{k}` | {v * 100:.1f}% | `{leaf}` {part * 100:.1f}% |"
             for k, v, (leaf, part) in prof["nearest"][:15]
         ]
-        out += ["", "Top functions anywhere in the stack (inclusive; project and py-libp2p):", ""]
-        out += ["| function (file) | share |", "|---|---|"]
-        out += [f"| `{k}` | {v * 100:.1f}% |" for k, v in prof["inclusive"][:15]]
+        out += _ranked(
+            "Top functions anywhere in the stack (inclusive; project and py-libp2p):",
+            prof["inclusive"][:15],
+        )
         out += [
             "",
             "`_SocketType._nonblocking_helper` is trio's wrapper around a socket call: its "
@@ -836,6 +838,11 @@ def _profile(results: dict[str, Any]) -> list[str]:
     if not any_profile:
         out += ["No profile in this run.", ""]
     return out
+
+
+def _ranked(title: str, rows: list[list[Any]]) -> list[str]:
+    head = ["", title, "", "| function (file) | share |", "|---|---|"]
+    return head + [f"| `{k}` | {v * 100:.1f}% |" for k, v in rows]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -898,7 +905,7 @@ def main() -> int:
     parser.add_argument("--mib", type=int, help="input size in MiB (default 256)")
     parser.add_argument("--budget", type=float, help="colonyp2p's throughput submit budget, s")
     parser.add_argument(
-        "--scenario-timeout", type=float, help="the most one scenario may take, s (default 240)"
+        "--scenario-timeout", type=float, help="the most one scenario may take, s (default 300)"
     )
     parser.add_argument(
         "--time-limit", type=float, help="the whole run's limit, s (default 29 min)"
@@ -923,7 +930,7 @@ def main() -> int:
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.scenario_timeout is None:
-        args.scenario_timeout = 90.0 if args.quick else 240.0
+        args.scenario_timeout = 90.0 if args.quick else 300.0
     if args.time_limit is None:
         args.time_limit = 1200.0 if args.quick else 1740.0
     # a SIGTERM ends the run through the finally clauses that stop daemons and workers
