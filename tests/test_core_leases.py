@@ -1,14 +1,16 @@
-"""How keepers count attempts: a lease that ran out is one try used; a claim that lost a
-contended ballot and asks again before its Release arrives is not."""
+"""How keepers count tries: a lease that ran out while its holder ran the process is one
+try used; a claim that never started (it lost a contended ballot, or its Release was lost)
+is not; a process out of tries is failed by its keepers, not handed to another claim."""
 
 from __future__ import annotations
 
 import random
 
 from colonyp2p.core import effects as fx
-from colonyp2p.core.messages import Prepare, Promise, StoreSpec
+from colonyp2p.core.messages import Prepare, Promise, Refuse, Renew, RenewAck, StoreSpec
 from colonyp2p.core.node import ColonyNode
 from colonyp2p.core.params import Params
+from colonyp2p.core.ranking import config_tag
 from colonyp2p.identity import Identity
 from colonyp2p.model.membership import Member, MembershipSet
 from colonyp2p.model.signed import SignedSpec
@@ -23,44 +25,71 @@ GENESIS = MembershipSet.genesis(
     members=[Member(EXEC_A.member_id, "executor"), Member(EXEC_B.member_id, "executor")],
 )
 PARAMS = Params(keepers=1)
+A, B = EXEC_A.member_id, EXEC_B.member_id
+EXPIRED = 2.0 + PARAMS.lease_seconds + 0.1
 
 
-def _keeper_with_spec() -> tuple[ColonyNode, str]:
+def _keeper_with_spec(maxretries: int = 1) -> tuple[ColonyNode, str]:
     node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
     node.start(0.0)
     spec = SignedSpec.create(
-        FunctionSpec("work", maxretries=0), OWNER, GENESIS.colony_id, 1.0, b"n"
+        FunctionSpec("work", maxretries=maxretries), OWNER, GENESIS.colony_id, 1.0, b"n"
     )
     node.on_message(OWNER.member_id, StoreSpec(spec, (OWNER.member_id,), 1), 1.0)
     return node, spec.pid
 
 
+def _sent(effects: list[fx.Effect], to: str) -> list[object]:
+    return [e.msg for e in effects if isinstance(e, fx.Send) and e.to == to]
+
+
 def _promise(effects: list[fx.Effect], to: str) -> Promise:
-    sent = [e.msg for e in effects if isinstance(e, fx.Send) and e.to == to]
-    promises = [m for m in sent if isinstance(m, Promise)]
-    assert len(promises) == 1, sent
+    promises = [m for m in _sent(effects, to) if isinstance(m, Promise)]
+    assert len(promises) == 1, _sent(effects, to)
     return promises[0]
 
 
-def test_a_holder_asking_again_while_its_lease_lives_uses_no_attempt() -> None:
+def _started(node: ColonyNode, pid: str, holder: str, epoch: int, now: float) -> None:
+    """The holder's first renewal, which it sends as it starts the run."""
+    tag = config_tag((OWNER.member_id,))
+    acks = _sent(node.on_message(holder, Renew(pid, epoch, tag), now), holder)
+    assert acks == [RenewAck(pid, epoch, True, PARAMS.lease_seconds)]
+
+
+def test_a_holder_asking_again_while_its_lease_lives_uses_no_try() -> None:
     node, pid = _keeper_with_spec()
-    a = EXEC_A.member_id
-    assert _promise(node.on_message(a, Prepare(pid, 1, "claim"), 2.0), a).expired_attempts == 0
+    assert _promise(node.on_message(A, Prepare(pid, 1, "claim"), 2.0), A).expired_attempts == 0
     # Its retry at a higher epoch overtakes the Release of epoch 1.
-    again = _promise(node.on_message(a, Prepare(pid, 2, "claim"), 2.1), a)
+    again = _promise(node.on_message(A, Prepare(pid, 2, "claim"), 2.1), A)
     assert again.expired_attempts == 0
-    assert node.keeper.records[pid].expired_attempts == 0
 
 
-def test_a_lease_that_ran_out_is_one_attempt_used() -> None:
+def test_a_lease_that_ran_out_while_its_holder_ran_is_one_try_used() -> None:
     node, pid = _keeper_with_spec()
-    a, b = EXEC_A.member_id, EXEC_B.member_id
-    node.on_message(a, Prepare(pid, 1, "claim"), 2.0)
-    after_expiry = 2.0 + PARAMS.lease_seconds + 0.1
-    taken = _promise(node.on_message(b, Prepare(pid, 2, "claim"), after_expiry), b)
+    node.on_message(A, Prepare(pid, 1, "claim"), 2.0)
+    _started(node, pid, A, 1, 2.0)
+    taken = _promise(node.on_message(B, Prepare(pid, 2, "claim"), EXPIRED + 0.1), B)
     assert taken.expired_attempts == 1
-    # The same holder coming back after its own lease ran out used a try as well.
-    node2, pid2 = _keeper_with_spec()
-    node2.on_message(a, Prepare(pid2, 1, "claim"), 2.0)
-    back = _promise(node2.on_message(a, Prepare(pid2, 2, "claim"), after_expiry), a)
-    assert back.expired_attempts == 1
+
+
+def test_a_lease_whose_holder_never_started_uses_no_try() -> None:
+    # e.g. a claim that lost its ballot and whose Release was lost with a connection
+    node, pid = _keeper_with_spec(maxretries=0)
+    node.on_message(A, Prepare(pid, 1, "claim"), 2.0)
+    taken = _promise(node.on_message(B, Prepare(pid, 2, "claim"), EXPIRED), B)
+    assert taken.expired_attempts == 0
+
+
+def test_a_process_out_of_tries_is_refused_to_claims_and_failed_by_its_keepers() -> None:
+    node, pid = _keeper_with_spec(maxretries=0)
+    node.on_message(A, Prepare(pid, 1, "claim"), 2.0)
+    _started(node, pid, A, 1, 2.0)
+    refused = _sent(node.on_message(B, Prepare(pid, 2, "claim"), EXPIRED), B)
+    assert [type(m) for m in refused] == [Refuse]
+    assert isinstance(refused[0], Refuse) and refused[0].reason == "not_ready"
+    assert node.keeper.records[pid].expired_attempts == 1
+    # its keeper (the only one here) fails it, with the reason
+    node.on_timer(("tick",), EXPIRED + 1.0)
+    rec = node.keeper.records[pid]
+    assert rec.decided is not None and rec.decided.kind == "failed"
+    assert "maxretries exceeded: 1 leases expired (maxretries 0)" in rec.decided.errors[0]

@@ -167,18 +167,14 @@ class KeeperRole:
             node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
             return
         attempts = rec.expired_attempts
-        renewed_claim = rec.holder == sender and rec.leased(now)
-        if (
-            not rec.released
-            and rec.purpose == "claim"
-            and rec.holder
-            and rec.accepted is None
-            and not renewed_claim
-        ):
-            # The previous lease ran out: one more try used. Not so when its own holder asks
-            # again while it is live: a claim that lost a contended ballot retries before
-            # its Release of the old epoch arrives here, and it never ran.
-            attempts += 1
+        if self._expired_run(rec):
+            attempts += 1  # the previous lease ran out while its holder ran it: a try used
+            if msg.purpose == "claim" and attempts > rec.spec.spec.maxretries:
+                # Out of tries: no claim gets it; the keepers fail it, saying why.
+                self._save(dataclasses.replace(rec, released=True, expired_attempts=attempts), now)
+                node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
+                self.schedule(rec.pid, now)
+                return
         rec = dataclasses.replace(
             rec,
             promised=msg.epoch,
@@ -187,6 +183,7 @@ class KeeperRole:
             lease_until=now + node.params.lease_seconds,
             lease_started=now,
             released=False,
+            ran=False,
             expired_attempts=attempts,
             started_at=rec.started_at or (now if msg.purpose == "claim" else 0.0),
         )
@@ -233,8 +230,10 @@ class KeeperRole:
             node.send(sender, RenewAck(msg.pid, msg.epoch, False, 0.0))
             self.schedule(rec.pid, now)
             return
-        # Renewals are volatile on purpose (see restore): no Persist on this hot path.
-        self.records[rec.pid] = dataclasses.replace(rec, lease_until=until)
+        # Renewals are volatile on purpose (see restore): no Persist on this hot path. A
+        # keeper restarted meanwhile forgets that the holder ran, and so does not count
+        # the run if its lease then expires: it errs towards one more try.
+        self.records[rec.pid] = dataclasses.replace(rec, lease_until=until, ran=True)
         node.send(sender, RenewAck(msg.pid, msg.epoch, True, until - now))
 
     def on_accept(self, sender: str, msg: Accept, now: float) -> None:
@@ -548,7 +547,7 @@ class KeeperRole:
         for parent, outcome in rec.parent_outcomes:
             if outcome.kind != "successful":
                 return f"parent {parent} {outcome.kind}"
-        attempts = rec.expired_attempts + (0 if rec.released or rec.purpose != "claim" else 1)
+        attempts = rec.expired_attempts + self._expired_run(rec)
         if attempts > spec.maxretries and attempts > 0:
             tries = f"{attempts} leases expired (maxretries {spec.maxretries})"
             if spec.maxexectime > 0 and rec.lease_started + spec.maxexectime <= rec.lease_until:
@@ -558,6 +557,16 @@ class KeeperRole:
         if spec.maxwaittime > 0 and not rec.started_at and now - rec.stored_at > spec.maxwaittime:
             return f"maxwaittime exceeded: not started within {spec.maxwaittime:g} s"
         return ""
+
+    @staticmethod
+    def _expired_run(rec: KeeperRecord) -> bool:
+        """Whether the record's last lease (no longer live) was a run that used a try.
+
+        A lease counts once its holder renewed it, which a holder does as soon as it
+        starts the run: a claim that lost a contended ballot, or whose Release never
+        arrived (a member just joining, a connection lost), did not run and costs no try.
+        """
+        return not rec.released and rec.purpose == "claim" and rec.ran and rec.accepted is None
 
     def _moved_keepers(self, rec: KeeperRecord) -> tuple[str, ...] | None:
         ring = self.node.ring

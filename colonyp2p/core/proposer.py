@@ -137,7 +137,9 @@ class Proposer:
             b.renew_round = b.sent_at
             node.observe("started", b.pid, {"epoch": b.epoch})
             node.effect(StartExecution(b.pid, b.epoch, b.spec, inputs or ()))
-            node.set_timer(now + node.params.renew_every, ("renew", b.pid, b.epoch))
+            # The first renewal goes out at once: it tells the keepers the run started,
+            # which is what makes an expiry of this lease count as a try (keeper.py).
+            self.on_renew_timer(b.pid, b.epoch, now)
         elif b.purpose == "fail":
             self._propose(b, self._failure(b), now)
         elif b.purpose == "move":

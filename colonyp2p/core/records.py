@@ -25,6 +25,7 @@ class KeeperRecord:
     lease_until: float = 0.0
     lease_started: float = 0.0
     released: bool = True  # no live lease (never granted, released, or expired and counted)
+    ran: bool = False  # the holder renewed its lease: it won the ballot and started the run
     accepted_epoch: int = 0
     accepted: Outcome | None = None
     decided: Outcome | None = None
