@@ -68,11 +68,21 @@ def labels_of(node: Node) -> list[dict[str, Any]]:
         return labels
 
 
-def bench_transfer(root: Path, size_mib: int, repeat: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"size_mib": size_mib, "repeat": repeat, "loadavg_before": loadavg()}
+def bench_transfer(
+    root: Path, size_mib: int, repeat: int, rate_mib: float | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "size_mib": size_mib,
+        "repeat": repeat,
+        "provider_rate_mib_s": rate_mib,
+        "loadavg_before": loadavg(),
+    }
+    # the providers' upload capped (config mfs.serve_rate), as on a thin uplink
+    mfs = None if rate_mib is None else {"serve_rate": int(rate_mib * MiB)}
     with cluster(root) as c:
-        a = c.found()
-        b, cc, f = (c.join(n, a) for n in ("b", "c", "f"))
+        a = c.found(mfs=mfs)
+        b, cc = (c.join(n, a, mfs=mfs) for n in ("b", "c"))
+        f = c.join("f", a)
         src = root / "src"
         src.mkdir()
         with open(src / "big.bin", "wb") as file:
@@ -167,10 +177,14 @@ def report(results: dict[str, Any], command: str) -> str:
         f"Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
     ]
-    t = results.get("transfer")
-    if t:
+    for part in ("transfer", "capped"):
+        t = results.get(part)
+        if not t:
+            continue
+        capped = t["provider_rate_mib_s"]
         lines += [
-            f"## A {t['size_mib']} MiB file between daemons on loopback",
+            f"## A {t['size_mib']} MiB file between daemons on loopback"
+            + (f", each provider's upload capped at {capped} MiB/s" if capped else ""),
             "",
             f"loadavg before: `{t['loadavg_before']}`, after: `{t['loadavg_after']}`; "
             f"`fs put` on A took {t['put_seconds']} s.",
@@ -212,7 +226,9 @@ def report(results: dict[str, Any], command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["transfer", "small", "all"], default="all")
+    parser.add_argument("--part", choices=["transfer", "capped", "small", "all"], default="all")
+    parser.add_argument("--capped-mib", type=int, default=128, help="file size for capped")
+    parser.add_argument("--rate-mib", type=float, default=24.0, help="capped providers' MiB/s")
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="transfers of each kind")
@@ -224,6 +240,11 @@ def main() -> None:
         if args.part in ("transfer", "all"):
             results["transfer"] = bench_transfer(Path(tmp) / "t", args.size_mib, args.repeat)
             print(json.dumps(results["transfer"], indent=1), flush=True)
+        if args.part in ("capped", "all"):
+            results["capped"] = bench_transfer(
+                Path(tmp) / "k", args.capped_mib, args.repeat, args.rate_mib
+            )
+            print(json.dumps(results["capped"], indent=1), flush=True)
         if args.part in ("small", "all"):
             results["small"] = bench_small(Path(tmp) / "s", args.files)
             print(json.dumps(results["small"], indent=1), flush=True)
