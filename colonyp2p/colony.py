@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +227,13 @@ class Colony:
         body = spec_json(spec, args, kwargs, **conditions)
         answer = await self._call(lambda api: api.submit(body))
         return Process(self, answer["pid"])
+
+    async def submit_many(self, specs: Sequence[FunctionSpec | dict[str, Any]]) -> list[Process]:
+        """Submit independent specs at once (up to 1,000), all or none: one request and
+        one wait for the keepers for all of them. Their processes, in order."""
+        bodies = [spec_json(s) for s in specs]
+        answer = await self._call(lambda api: api.submit_many(bodies))
+        return [Process(self, pid) for pid in answer["pids"]]
 
     async def submit_workflow(self, workflow: WorkflowSpec | dict[str, Any]) -> dict[str, Process]:
         """Submit a workflow (a WorkflowSpec or ColonyOS workflow JSON); its processes by
@@ -501,6 +508,9 @@ class SyncColony:
     ) -> SyncProcess:
         process = trio.run(lambda: self._colony.submit(spec, *args, **kw))
         return SyncProcess(process)
+
+    def submit_many(self, specs: Sequence[FunctionSpec | dict[str, Any]]) -> list[SyncProcess]:
+        return [SyncProcess(p) for p in trio.run(self._colony.submit_many, specs)]
 
     def submit_workflow(self, workflow: WorkflowSpec | dict[str, Any]) -> dict[str, SyncProcess]:
         procs = trio.run(self._colony.submit_workflow, workflow)

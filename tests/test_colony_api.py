@@ -25,6 +25,13 @@ def test_the_python_api_runs_work_and_reports_failures(tmp_path: Path) -> None:
             assert process.wait(timeout=30) == [42.0]
             assert process.result == [42.0]
             assert process.state == "successful"
+            batch = colony.submit_many(
+                [
+                    FunctionSpec("add", args=(i, 1), conditions=Conditions(executortype="edge"))
+                    for i in range(3)
+                ]
+            )
+            assert [p.wait(timeout=30) for p in batch] == [[1.0], [2.0], [3.0]]
 
             failing = colony.submit("fail", "no luck")
             with pytest.raises(ProcessFailed, match="no luck"):
