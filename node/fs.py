@@ -413,21 +413,27 @@ class FsService:
                     w, src, chunker=self.chunker, progress=job.progress if job else None
                 )
                 w.flush()  # a full disk fails here, before any label is written
-                label = commit_label(
-                    store,
-                    self._log(),
-                    self.identity,
-                    self.membership(),
-                    path,
-                    snapshot,
-                    time.time(),
-                )
+                label = self._commit(path, snapshot)
             return snapshot, label
 
         async with self._write_lock:
             _, label = await trio.to_thread.run_sync(add)
         await self._committed(label)
         return _label_view(label)
+
+    def _commit(self, path: str, snapshot: str, merge: bool = False) -> Label:
+        """Move label ``path`` to ``snapshot``, complete in the store (in a thread, under
+        the write lock): see importer.commit_label."""
+        return commit_label(
+            self._store(),
+            self._log(),
+            self.identity,
+            self.membership(),
+            path,
+            snapshot,
+            time.time(),
+            merge=merge,
+        )
 
     def resolve(self, ref: str) -> tuple[str, list[str], Label | None, str]:
         """A snapshot CID, label path or ``label/inner/path``: (snapshot, hint providers,
@@ -519,15 +525,7 @@ class FsService:
                 else:
                     new = w.put_manifest(DirectorySnapshot(()))
                 w.flush()
-                return commit_label(
-                    store,
-                    self._log(),
-                    self.identity,
-                    self.membership(),
-                    label.path,
-                    new,
-                    time.time(),
-                )
+                return self._commit(label.path, new)
 
         async with self._write_lock:
             new_label = await trio.to_thread.run_sync(write)
@@ -538,19 +536,8 @@ class FsService:
         check_path(path)
         cids.check(snapshot, cids.DAG_CBOR)
         await self.ensure(snapshot, (), job)
-        store = self._store()
         async with self._write_lock:
-            label = await trio.to_thread.run_sync(
-                lambda: commit_label(
-                    store,
-                    self._log(),
-                    self.identity,
-                    self.membership(),
-                    path,
-                    snapshot,
-                    time.time(),
-                )
-            )
+            label = await trio.to_thread.run_sync(self._commit, path, snapshot)
         await self._committed(label)
         return _label_view(label)
 
@@ -762,16 +749,7 @@ class FsService:
                 w.flush()
                 if head is not None and snapshot == head.snapshot and not log_.conflicts(path):
                     return None
-                return commit_label(
-                    store,
-                    log_,
-                    self.identity,
-                    self.membership(),
-                    path,
-                    snapshot,
-                    time.time(),
-                    merge=merge,
-                )
+                return self._commit(path, snapshot, merge)
 
         async with self._write_lock:
             label = await trio.to_thread.run_sync(write)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import trio
-from cluster import Node, cluster, wait_for
+from cluster import Cluster, Node, cluster, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -432,15 +432,23 @@ def test_a_full_store_fails_the_put_cleanly_and_writes_no_label(tmp_path: Path) 
         assert "/fits v1" in owner.cli("fs", "put", str(small), "/fits", "--quiet").stdout
 
 
+def _shell_worker_and(c: Cluster, src: Path, label: str, name: str, text: str) -> tuple[Node, Node]:
+    """An owner and a shell executor of type "worker" that both know ``label``, which
+    holds one file ``name`` with the line ``text`` (kept in ``src``)."""
+    owner = c.found()
+    worker = c.join("worker", owner, executortype="worker", kind="shell")
+    src.mkdir()
+    (src / name).write_text(text + "\n")
+    assert fs_job(owner, "put", src=str(src), label=label)["state"] == "done"
+    wait_for(lambda: has_label(worker, label), 20, f"{label} on the worker")
+    return owner, worker
+
+
 def test_sync_directives_download_before_and_upload_after_a_run(tmp_path: Path) -> None:
     with cluster(tmp_path / "c") as c:
-        owner = c.found()
-        worker = c.join("worker", owner, executortype="worker", kind="shell")
-        src = tmp_path / "src"
-        src.mkdir()
-        (src / "words.txt").write_text("hello colony\n")
-        assert fs_job(owner, "put", src=str(src), label="/job/in")["state"] == "done"
-        wait_for(lambda: has_label(worker, "/job/in"), 20, "the input label on the worker")
+        owner, worker = _shell_worker_and(
+            c, tmp_path / "src", "/job/in", "words.txt", "hello colony"
+        )
         pid = owner.submit(
             {
                 "funcname": "sh",
@@ -474,13 +482,8 @@ def test_sync_directives_download_before_and_upload_after_a_run(tmp_path: Path) 
 
 def test_a_label_moved_during_a_run_is_merged_by_the_onclose_rule(tmp_path: Path) -> None:
     with cluster(tmp_path / "c") as c:
-        owner = c.found()
-        worker = c.join("worker", owner, executortype="worker", kind="shell")
         base = tmp_path / "base"
-        base.mkdir()
-        (base / "x.txt").write_text("base\n")
-        assert fs_job(owner, "put", src=str(base), label="/shared")["state"] == "done"
-        wait_for(lambda: has_label(worker, "/shared"), 20, "the label on the worker")
+        owner, worker = _shell_worker_and(c, base, "/shared", "x.txt", "base")
         go = tmp_path / "go"
         script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo worker > out/x.txt"
         pid = owner.submit(
