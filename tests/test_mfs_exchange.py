@@ -178,6 +178,11 @@ def test_a_put_on_one_member_is_listed_and_fetched_on_another_with_the_cli(
         wait_for(lambda: has_label(owner, "/sat/images", 2), 20, "version 2 on the owner")
         names = {e["name"] for e in fs(owner, "ls", ref="/sat/images")["entries"]}
         assert names == {"data.bin"}
+        # a second label for the first version's snapshot, and the first one's history
+        first = fs(other, "history", label="/sat/images")["versions"][0]["snapshot"]
+        moved = other.cli("fs", "label", "/sat/copy", first, "--quiet").stdout
+        assert f"/sat/copy v1 -> {first}" in moved
+        assert "head" in other.cli("fs", "label", "/sat/images").stdout
         # fs sync both ways, with the onstart conflict rule
         mine, theirs = tmp_path / "mine", tmp_path / "theirs"
         mine.mkdir()
