@@ -606,10 +606,28 @@ class _Transfer:
                     self._requeue(cid, provider)
 
     async def _store_task(self) -> None:
+        """Verify and write what the readers hand over; commit it every FLUSH_EVERY
+        blocks or second. A commit (fsync of the files, then the index) runs beside the
+        next writes, with a writer of its own, so the network does not wait for the disk;
+        one commit at a time, so memory stays bounded."""
         store = self.fetcher.store
         writer: BlockWriter = store.writer()
         unflushed: list[str] = []
         last_flush = time.monotonic()
+        committed = trio.Event()
+        committed.set()
+
+        async def commit(w: BlockWriter, count: int, done: trio.Event) -> None:
+            with trio.CancelScope(shield=True):  # blocks written are committed or dropped
+                try:
+                    await trio.to_thread.run_sync(w.close, True)
+                    self.state.stored_blocks += count
+                except StoreError as exc:
+                    self._failure = self._failure or exc
+                    self._cancel()
+                finally:
+                    done.set()
+
         try:
             while True:
                 item = None
@@ -627,24 +645,27 @@ class _Transfer:
                             log.warning("provider %s sent a corrupt block %s", provider, cid)
                             self._requeue(cid, provider)
                             continue
-                        self.remaining.discard(cid)
                         unflushed.append(cid)
+                        self.remaining.discard(cid)
                 if unflushed and (
                     len(unflushed) >= FLUSH_EVERY
-                    or not self.remaining
+                    or len(self.remaining) == 0
                     or time.monotonic() - last_flush > 1.0
                 ):
-                    await trio.to_thread.run_sync(writer.flush)
-                    self.state.stored_blocks += len(unflushed)
-                    unflushed = []
+                    await committed.wait()
+                    committed = trio.Event()
+                    assert self._nursery is not None
+                    self._nursery.start_soon(commit, writer, len(unflushed), committed)
+                    writer, unflushed = store.writer(), []
                     last_flush = time.monotonic()
                 if item is not None:
                     self._poke()
         except StoreError as exc:
-            self._failure = exc
+            self._failure = self._failure or exc
             self._cancel()
         finally:
             with trio.CancelScope(shield=True):
+                await committed.wait()
                 try:
                     await trio.to_thread.run_sync(writer.close, True)
                     self.state.stored_blocks += len(unflushed)
