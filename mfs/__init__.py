@@ -11,6 +11,8 @@ Modules, from the bottom up:
 - ``blockstore``: blocks on disk with an SQLite index, pins, gc, quota, labels
 - ``importer``: add_path / export / commit_label / publish
 - ``merge``: three-way merge of snapshots to re-apply a losing label version
+- ``exchange``: the block protocol between members (server, parallel verified fetcher)
 
-The network block exchange and the sync directives build on these (not yet here).
+The daemon's side (labels shared with members, DHT providers, the fs operations and
+the sync directives around every run) is ``colonyp2p.node.fs``; see docs/MFS.md.
 """

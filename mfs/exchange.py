@@ -361,14 +361,19 @@ class Fetcher:
         find_providers: FindProviders,
         *,
         state: FetchState | None = None,
+        manifests_only: bool = False,
     ) -> FetchState:
         """Make ``root``'s tree complete in the store (blocks unpinned: pin before or
-        after as needed). Raises BlockNotFound when no reachable member has a block."""
+        after as needed); with ``manifests_only``, its manifests (enough to list it).
+        Raises BlockNotFound when no reachable member has a block."""
         state = state or FetchState(root)
         first = True
         providers: list[str] = []
         while True:
             missing, sizes, present = await trio.to_thread.run_sync(_missing, self.store, root)
+            if manifests_only:
+                missing = [c for c in missing if cids.parse(c).codec == cids.DAG_CBOR]
+                sizes = {}
             if first:
                 state.had_blocks = present
                 first = False

@@ -357,6 +357,7 @@ class FsService:
         hint: Sequence[str] = (),
         job: Job | None = None,
         only: Sequence[str] = (),
+        manifests_only: bool = False,
     ) -> FetchState:
         """Make ``snapshot``'s tree complete here, fetching what is missing from members
         (from the members ``only`` names, if it names any)."""
@@ -373,7 +374,7 @@ class FsService:
                 return [m for m in only if self.is_member(m) and m != self.identity.member_id]
             return await self.providers(snapshot, hint, everyone=everyone)
 
-        return await self.fetcher.fetch(snapshot, find, state=state)
+        return await self.fetcher.fetch(snapshot, find, state=state, manifests_only=manifests_only)
 
     # --- operations ------------------------------------------------------------------
 
@@ -505,9 +506,8 @@ class FsService:
         }
 
     async def ensure_manifests(self, snapshot: str, hint: Sequence[str]) -> None:
-        # listing needs the directory manifests only, but they are small and the whole
-        # tree is what a user lists before getting: fetch it all
-        await self.ensure(snapshot, hint)
+        """Fetch what listing ``snapshot`` needs: its manifests, not the file blocks."""
+        await self.ensure(snapshot, hint, manifests_only=True)
 
     async def rm(self, ref: str) -> dict[str, Any]:
         """A new version of the label without the entry ``ref`` names (an empty

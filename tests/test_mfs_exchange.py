@@ -164,6 +164,7 @@ def test_a_put_on_one_member_is_listed_and_fetched_on_another_with_the_cli(
         wait_for(lambda: has_label(other, "/sat/images"), 20, "the label on the other member")
         listing = other.cli("fs", "ls", "/sat/images").stdout
         assert "data.bin" in listing and "notes.txt" in listing
+        assert fs(other, "du")["bytes"] < MiB  # listing fetched the manifests only
         out = tmp_path / "out"
         got = other.cli("fs", "get", "/sat/images", str(out), "--quiet")
         assert "fetched" in got.stdout
