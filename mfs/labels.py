@@ -220,7 +220,12 @@ class LabelLog:
                 raise WrongColony(f"stored label of colony {label.colony_id} in {colony_id}")
             label.verify_signature()
             if label.label_id not in log._labels and label.label_id not in log._pending:
-                log._add_checked(label)
+                try:
+                    log._add_checked(label)
+                except ValidationError as exc:
+                    # a peer's version that its parents refute: refused again, as when
+                    # it was first admitted while pending, rather than failing the start
+                    log._refused[label.label_id] = str(exc)
         return log
 
     def validate(self, label: Label, membership: MembershipSet) -> None:

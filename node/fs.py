@@ -229,7 +229,7 @@ class FsService:
                 label = Label.decode(raw)
                 if label.label_id in self._raw:
                     continue
-                label.check(log_.colony_id, membership)
+                log_.validate(label, membership)  # refused ones never reach the disk
             except ColonyError as exc:
                 log.info("refused a label from %s: %s", sender, exc)
                 continue

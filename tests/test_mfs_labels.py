@@ -143,6 +143,10 @@ def test_a_label_waits_for_its_parents() -> None:
     assert log.head("/data") == v3
     assert log.pending() == []
     assert list(log.refused()) == [bad.label_id]
+    # a store that kept the refused version (it arrived pending) restores the same log
+    again = LabelLog.restore(COLONY, [v1, v2, v3, bad])
+    assert again.head("/data") == v3
+    assert list(again.refused()) == [bad.label_id]
 
 
 def test_restore_rechecks_signatures() -> None:
