@@ -385,7 +385,11 @@ def test_a_provider_that_dies_mid_transfer_is_replaced(tmp_path: Path) -> None:
         wait_for(lambda: has_label(b, "/big"), 20, "the label on b")
         assert fs_job(b, "pin", ref="/big", timeout=120)["state"] == "done"
         wait_for(lambda: has_label(fetcher, "/big"), 20, "the label on the fetcher")
-        job_id = start_job(fetcher, "get", ref="/big", dest=str(tmp_path / "out"))
+        # both named: b's announcement in the DHT may still be on its way
+        providers = [owner.member_id, b.member_id]
+        job_id = start_job(
+            fetcher, "get", ref="/big", dest=str(tmp_path / "out"), providers=providers
+        )
         # both providers are sending when b dies
         wait_for(
             _fetching(fetcher, job_id, lambda f: len(f["by_provider"]) == 2),
