@@ -32,6 +32,7 @@ console = Console()
 err = Console(stderr=True)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+SWITCH_INTERVAL = 0.0005  # seconds (CPython default 0.005): see _run_foreground
 
 HomeOption = Annotated[
     Path,
@@ -409,6 +410,10 @@ def _run_foreground(home: Home) -> None:
                     nursery.cancel_scope.cancel()
                     break
 
+    # The daemon's trio thread hands SQLite commits and Python functions to worker
+    # threads; with CPython's default 5 ms switch interval each such hand-back can wait
+    # 5 ms for the GIL while the trio thread is busy, on every protocol hop.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         trio.run(main)
     except (ColonyError, OSError, BaseExceptionGroup) as exc:
