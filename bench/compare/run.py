@@ -187,9 +187,9 @@ def run_peer(name: str, args: argparse.Namespace, redis_url: str, logs: Path) ->
 
 
 @contextlib.contextmanager
-def executor_functions(entries: list[str]) -> Iterator[None]:
+def executor_functions(entries: list[str], capacity: int) -> Iterator[None]:
     """bench_daemon's ``configure`` (which found/add_member call), also listing ``entries``
-    in the executor's ``functions``."""
+    in the executor's ``functions`` and setting its capacity."""
     plain = bd.configure
 
     def configure(node: Node, *rest: Any, **named: Any) -> None:
@@ -197,6 +197,7 @@ def executor_functions(entries: list[str]) -> Iterator[None]:
         config = node.home.config()
         if config.executor is not None:
             config.executor.functions = list(entries)
+            config.executor.capacity = capacity
             node.home.save_config(config)
 
     bd.configure = configure
@@ -206,10 +207,12 @@ def executor_functions(entries: list[str]) -> Iterator[None]:
         bd.configure = plain
 
 
-def colony_up(c: Cluster, size: int, params: dict[str, float]) -> tuple[Node, list[Node]]:
+def colony_up(
+    c: Cluster, size: int, params: dict[str, float], capacity: int
+) -> tuple[Node, list[Node]]:
     """Three executor daemons; with 5, the owner and one more member run no executor. The
     owner submits. Returns (submitter, executors)."""
-    with executor_functions(FUNCTIONS):
+    with executor_functions(FUNCTIONS, capacity):
         if size == 3:
             owner = bd.found(c, params)
             for i in (1, 2):
@@ -260,14 +263,18 @@ def cp_throughput(
     args: argparse.Namespace,
     logs: Path,
 ) -> dict[str, Any]:
-    """bench_daemon's throughput run: one client thread (its best), submitting stops after
-    the budget; meanwhile py-spy samples ``profiled``."""
+    """bench_daemon's throughput run, as its best recorded one (bench/results/DAEMON.md):
+    ``--clients`` threads each submitting ``--batch`` noops a call (``submit_many``) through
+    the owner, back to back; submitting stops after the budget. Meanwhile py-spy samples
+    ``profiled``."""
     bd.SUBMIT_CAP = args.budget
     bd.RESULT_WAIT = max(30.0, args.budget / 2)
     bd.STALL = 30.0
     seconds = min(args.profile, args.budget)
     spy = start_spy(profiled, seconds, logs)
-    run = bd.throughput_run(args.n, 1, [(submitter, watcher)], "one client", c.nodes, 0, 0, logs)
+    where = f"{args.clients} client thread(s), batches of {args.batch}"
+    targets = [(submitter, watcher)]
+    run = bd.throughput_run(args.n, args.clients, targets, where, c.nodes, 0, 0, logs, args.batch)
     profile = finish_spy(spy, profiled) | {"seconds": seconds}
     ended = run["successful"] + run["failed"]
     cpu = sum(run["daemon_cpu_s"].values())
@@ -282,6 +289,9 @@ def cp_throughput(
         "acknowledged_per_s": run["acknowledged_per_s"],
         "budget_s": args.budget,
         "capped": run["submitted"] < args.n,
+        "clients": args.clients,
+        "batch": args.batch,
+        "capacity": args.capacity,
         "daemon_cpu_s": run["daemon_cpu_s"],
         "daemon_cpu_ms_per_task": round(cpu / max(1, ended) * 1000, 1),
         "failure_reasons": run["failure_reasons"],
@@ -431,7 +441,7 @@ def run_colonyp2p(size: int, args: argparse.Namespace, logs: Path) -> dict[str, 
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     with bd.colony(root) as c:
-        submitter, executors = colony_up(c, size, params)
+        submitter, executors = colony_up(c, size, params, args.capacity)
         result["start_s"] = round(time.perf_counter() - t0, 2)
         result["worker_pids"] = [n.pid for n in executors]
         result["daemons"] = {n.name: n.pid for n in c.nodes}
@@ -713,7 +723,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "- **colonyp2p**: real `colonynode` daemons on 127.0.0.1 started as "
         "`bench/bench_daemon.py` starts them (its `found`, `add_member`, `settle`, `Watcher`, "
         "`throughput_run` are imported). With 3 daemons all three are executors (python "
-        "executor, capacity 2) and the owner, one of them, takes the submits; with 5, the owner "
+        f"executor, capacity {a.get('capacity', 2)}: processes in flight at once) and the "
+        "owner, one of them, takes the submits; with 5, the owner "
         "and one more member run no executor and the owner takes the submits. The client uses "
         "the owner's local API (`ApiClient`); a result is seen on the owner's event stream.",
     ]
@@ -728,7 +739,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "client holding the result.",
         f"(b) {a['n']:,} no-ops submitted as one batch by each peer's client (Celery `group`, "
         "Dask `client.map`, Ray a list of `.remote()`), from the first submit to the last "
-        "result. colonyp2p: one client thread submitting back to back (its best in "
+        f"result. colonyp2p: {a.get('clients', 1)} client thread(s) submitting back to back, "
+        f"{a.get('batch', 1)} no-ops a call (`submit_many`; the best setting in "
         f"bench/results/DAEMON.md), stopping after a {a['budget']:g} s budget; the rate is "
         "successful processes per second from the first submit to the last result, and the "
         "cell says how many of the N ran.",
@@ -914,6 +926,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--profile", type=float, default=30.0, help="py-spy seconds in (b)")
     parser.add_argument("--params", choices=sorted(bd.PARAM_SETS), default="bench")
+    parser.add_argument("--capacity", type=int, default=32, help="colonyp2p executor capacity")
+    parser.add_argument("--clients", type=int, default=2, help="colonyp2p throughput clients")
+    parser.add_argument("--batch", type=int, default=20, help="colonyp2p specs per submit call")
     parser.add_argument("--skip-install", action="store_true")
     parser.add_argument(
         "--report-only", action="store_true", help="only rewrite COMPARE.md and the plot"
@@ -925,7 +940,7 @@ def main() -> int:
         (RESULTS / "COMPARE.md").write_text(markdown(data))
         return 0
     quick = {"n": 200, "latency_n": 50, "fanout": 100, "mib": 16, "budget": 15.0}
-    full = {"n": 10_000, "latency_n": 200, "fanout": 1000, "mib": 256, "budget": 60.0}
+    full = {"n": 10_000, "latency_n": 200, "fanout": 1000, "mib": 256, "budget": 100.0}
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
