@@ -80,6 +80,8 @@ T = TypeVar("T")
 
 BATCH = 256  # inputs run through the core per persistence round
 ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
+ADDRS_SOON = 0.5  # seconds: how soon we answer a newcomer's with ours
+ADDRS_FIRST = (1.0, 2.0, 4.0)  # seconds between the first announcements after start
 DISCOVER_EVERY = 60.0  # seconds between looks for members in the DHT
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
@@ -161,6 +163,7 @@ class Daemon:
         self.discovery: Discovery | None = None
         self._chain: list[MembershipSet] = []
         self._membership_changed = False
+        self._addrs_due = trio.Event()  # set: announce our addresses now
         self.admission = Admission(self)
         self.fs = FsService(self)  # the meta-filesystem (node/fs.py)
 
@@ -311,6 +314,10 @@ class Daemon:
     def _on_announcement(self, publisher: str, item: Announcement) -> None:
         if isinstance(item, PeerAddrs):
             if self.transport is not None:
+                if not self.transport.knows(publisher):
+                    # a member new to us (just joined, or we just started): tell it where
+                    # we listen now rather than at our next round
+                    self._addrs_due.set()
                 try:
                     self.transport.add_addrs(publisher, item.addrs)
                 except ValueError as exc:
@@ -412,6 +419,8 @@ class Daemon:
                 log.debug("refused: %s %s", e.code, e.detail)
         if self._membership_changed and self.transport is not None:
             self._membership_changed = False
+            # a new member learns where we listen at once, not at our next round
+            self._addrs_due.set()
             # a revoked member loses its connections (and with them its gossip) at once
             await self.transport.drop_non_members()
 
@@ -452,13 +461,18 @@ class Daemon:
 
     async def _announce_addrs(self) -> None:
         assert self.transport is not None and self.node is not None
+        # quickly at first: the first announcements may go out before gossip has a mesh
+        pauses = itertools.chain(ADDRS_FIRST, itertools.repeat(ADDRS_EVERY))
         while True:
             addrs = tuple(self.transport.addrs)
             if addrs:
                 self._publish_send.send_nowait(
                     (colony_topic(self.node.membership.colony_id), PeerAddrs(addrs))
                 )
-            await trio.sleep(ADDRS_EVERY)
+            with trio.move_on_after(next(pauses)):
+                await self._addrs_due.wait()
+                await trio.sleep(ADDRS_SOON)  # one announcement for a burst of newcomers
+            self._addrs_due = trio.Event()
 
     async def _discover(self, discovery: Discovery) -> None:
         """Members found in the DHT fill the address book (for members that joined while

@@ -222,6 +222,10 @@ class Transport:
         """Full multiaddrs (with ``/p2p/<member id>``) that others can connect to."""
         return [] if self._host is None else [str(a) for a in self._host.get_addrs()]
 
+    def knows(self, member_id: str) -> bool:
+        """Whether the address book has an address of ``member_id``."""
+        return bool(self._book.get(member_id))
+
     def add_addrs(self, member_id: str, addrs: Iterable[str]) -> None:
         """Teach the address book where ``member_id`` listens (multiaddrs, with or without
         the ``/p2p/`` part, which must then name the same member); these are dialed

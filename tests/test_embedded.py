@@ -81,7 +81,7 @@ def test_a_sync_embedded_node_joins_with_a_ticket_and_what_cannot_run_says_why(
             return f"hello {who}"
 
         with edge, SyncColony.connect(owner.home.root) as user:
-            wait_for(lambda: edge.status()["peers"] >= 2, 20, "the new node to reach both")
+            wait_for(lambda: edge.status()["peers"] >= 2, 40, "the new node to reach both")
             process = user.submit("greet", "colony", executortype="edge")
             assert process.wait(timeout=30) == ["hello colony"]
             assert process.executor == edge.node.member_id

@@ -63,6 +63,7 @@ def test_a_dead_executor_s_command_runs_again_and_both_attempts_are_logged(
             os.kill(int(marker.read_text()), signal.SIGKILL)
 
 
+@pytest.mark.xdist_group("slurm")  # one worker uses the one Slurm node at a time
 def test_a_slurm_job_through_the_colony(tmp_path: Path) -> None:
     up = subprocess.run(
         [str(ROOT / "scripts" / "slurm-up")], capture_output=True, text=True, timeout=420

@@ -36,6 +36,9 @@ from colonyp2p.executors.slurm import (
 from colonyp2p.model.ads import Hardware
 from colonyp2p.model.spec import Conditions, FunctionSpec, Gpu
 
+# one worker uses the one Slurm node at a time (pytest-xdist, --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("slurm")
+
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_UP_SECONDS = 420  # a first run installs the packages (apt-get update and install)
 HOSTILE = [
