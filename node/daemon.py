@@ -80,6 +80,7 @@ T = TypeVar("T")
 
 BATCH = 256  # inputs run through the core per persistence round
 ADDRS_EVERY = 15.0  # seconds between announcements of our listen addresses
+MESH_PEERS = 8  # members this node dials as it learns of them, at most
 ADDRS_SOON = 0.5  # seconds: how soon we answer a newcomer's with ours
 ADDRS_FIRST = (1.0, 2.0, 4.0)  # seconds between the first announcements after start
 DISCOVER_EVERY = 60.0  # seconds between looks for members in the DHT
@@ -282,6 +283,18 @@ class Daemon:
             self.home.clear_runtime()
             await trio.to_thread.run_sync(self.store.close)
 
+    def _should_dial(self, member: str) -> bool:
+        """Connect to members as we learn of them, up to MESH_PEERS connections, so gossip
+        has a mesh without waiting for a direct message. Of two members, the one with
+        the smaller id dials: they learn of each other at about the same time."""
+        assert self.transport is not None
+        return member > self.identity.member_id and len(self.transport.connected()) < MESH_PEERS
+
+    async def _dial(self, member: str) -> None:
+        assert self.transport is not None
+        if not await self.transport.reach(member):
+            log.debug("member %s not reachable at its announced addresses", member)
+
     async def _connect(self, addr: str) -> None:
         assert self.transport is not None
         try:
@@ -314,7 +327,8 @@ class Daemon:
     def _on_announcement(self, publisher: str, item: Announcement) -> None:
         if isinstance(item, PeerAddrs):
             if self.transport is not None:
-                if not self.transport.knows(publisher):
+                new = not self.transport.knows(publisher)
+                if new:
                     # a member new to us (just joined, or we just started): tell it where
                     # we listen now rather than at our next round
                     self._addrs_due.set()
@@ -322,6 +336,9 @@ class Daemon:
                     self.transport.add_addrs(publisher, item.addrs)
                 except ValueError as exc:
                     log.warning("bad addresses from %s: %s", publisher, exc)
+                    return
+                if new and self._nursery is not None and self._should_dial(publisher):
+                    self._nursery.start_soon(self._dial, publisher)
             return
         self._inbox_send.send_nowait(_Input("announcement", publisher, item))
 

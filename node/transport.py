@@ -262,6 +262,19 @@ class Transport:
             raise ConnectFailed(f"cannot connect to {addr}: {exc!r}") from exc
         return member_id
 
+    async def reach(self, member_id: str) -> bool:
+        """Make sure there is a connection to member ``member_id``, dialing its known
+        addresses as ``send`` does; whether there is one."""
+        if member_id == self.member_id or not self.running or not self._is_member(member_id):
+            return False
+        if member_id in self.connected():
+            return True
+        out = self._out.setdefault(member_id, _Outbound())
+        async with out.lock:  # the stream opened is the one ``send`` then writes to
+            if out.stream is None:
+                out.stream = await self._open_stream(member_id)
+            return out.stream is not None
+
     def connected(self) -> set[str]:
         """Member ids of the peers this host has a connection to."""
         return set() if self._host is None else {str(p) for p in self._host.get_connected_peers()}

@@ -1,12 +1,14 @@
-"""How keepers count tries: a lease that ran out while its holder ran the process is one
-try used; a claim that never started (it lost a contended ballot, or its Release was lost)
-is not; a process out of tries is failed by its keepers, not handed to another claim."""
+"""How keepers count tries: a lease that ran out after its holder renewed it is one try
+used; one that ran out with no renewal (a claim that lost a contended ballot and whose
+Release was lost, or an executor that died as it started) counts against a budget three
+times larger; a process out of tries is failed by its keepers, not handed to a claim."""
 
 from __future__ import annotations
 
 import random
 
 from colonyp2p.core import effects as fx
+from colonyp2p.core.keeper import SILENT_EXPIRIES_PER_TRY
 from colonyp2p.core.messages import Prepare, Promise, Refuse, Renew, RenewAck, StoreSpec
 from colonyp2p.core.node import ColonyNode
 from colonyp2p.core.params import Params
@@ -50,7 +52,7 @@ def _promise(effects: list[fx.Effect], to: str) -> Promise:
 
 
 def _started(node: ColonyNode, pid: str, holder: str, epoch: int, now: float) -> None:
-    """The holder's first renewal, which it sends as it starts the run."""
+    """A renewal from the holder: it runs the process."""
     tag = config_tag((OWNER.member_id,))
     acks = _sent(node.on_message(holder, Renew(pid, epoch, tag), now), holder)
     assert acks == [RenewAck(pid, epoch, True, PARAMS.lease_seconds)]
@@ -72,12 +74,25 @@ def test_a_lease_that_ran_out_while_its_holder_ran_is_one_try_used() -> None:
     assert taken.expired_attempts == 1
 
 
-def test_a_lease_whose_holder_never_started_uses_no_try() -> None:
-    # e.g. a claim that lost its ballot and whose Release was lost with a connection
+def test_leases_that_ran_out_unrenewed_use_no_try_until_three_times_the_budget() -> None:
+    # e.g. claims that lost their ballots and whose Releases were lost with a connection
     node, pid = _keeper_with_spec(maxretries=0)
     node.on_message(A, Prepare(pid, 1, "claim"), 2.0)
-    taken = _promise(node.on_message(B, Prepare(pid, 2, "claim"), EXPIRED), B)
-    assert taken.expired_attempts == 0
+    now, holders = 2.0, [B, A]
+    for epoch in range(2, SILENT_EXPIRIES_PER_TRY + 1):
+        now += PARAMS.lease_seconds + 0.1
+        holder = holders[epoch % 2]
+        taken = _promise(node.on_message(holder, Prepare(pid, epoch, "claim"), now), holder)
+        assert taken.expired_attempts == 0
+        assert node.keeper.records[pid].silent_expiries == epoch - 1
+    # one more unrenewed expiry and it is out of tries
+    now += PARAMS.lease_seconds + 0.1
+    refused = _sent(node.on_message(B, Prepare(pid, 9, "claim"), now), B)
+    assert [type(m) for m in refused] == [Refuse]
+    node.on_timer(("tick",), now + 1.0)
+    rec = node.keeper.records[pid]
+    assert rec.decided is not None and rec.decided.kind == "failed"
+    assert "before their holders renewed them" in rec.decided.errors[0]
 
 
 def test_a_process_out_of_tries_is_refused_to_claims_and_failed_by_its_keepers() -> None:

@@ -278,4 +278,4 @@ def test_the_schedules_catch_a_proposer_that_forgets_accepted_outcomes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Proposer, "_promised", _forgetful_promised(Proposer._promised))
-    _hunt_for_a_violation(600)
+    _hunt_for_a_violation(1500)

@@ -252,6 +252,23 @@ async def test_a_restarted_member_is_reached_again_through_the_address_book() ->
         await until(lambda: b2.messages == [(a.id, Query("second"))])
 
 
+async def test_a_member_is_reached_through_its_announced_addresses() -> None:
+    async with network() as net:
+        a, b, c = await net.add(), await net.add(), await net.add()
+        assert not await a.transport.reach(b.id)  # no address known yet
+        a.transport.add_addrs(b.id, b.transport.addrs)
+        assert await a.transport.reach(b.id)
+        assert b.id in a.transport.connected()
+        assert await a.transport.reach(b.id)  # already connected: nothing more to do
+        net.members.discard(c.id)
+        a.transport.add_addrs(c.id, c.transport.addrs)
+        assert not await a.transport.reach(c.id)  # not a member: never dialed
+        assert c.id not in a.transport.connected()
+        # the stream opened is the one messages then use
+        assert await a.transport.send(b.id, Query("hi"))
+        await until(lambda: b.messages == [(a.id, Query("hi"))])
+
+
 # --- membership ---------------------------------------------------------------------------
 
 

@@ -37,8 +37,26 @@ from colonyp2p.core.records import KeeperRecord
 
 if TYPE_CHECKING:
     from colonyp2p.core.node import ColonyNode
+    from colonyp2p.model.spec import FunctionSpec
 
 RECORDS = "records"
+
+
+SILENT_EXPIRIES_PER_TRY = 3
+
+
+def _out_of_tries(spec: FunctionSpec, attempts: int, silent: int) -> bool:
+    """Whether a process has used up its tries (ColonyOS's maxretries).
+
+    A lease that ran out after its holder renewed it is a run that used a try. One that
+    ran out before any renewal is not known to have run: the claim may have lost a
+    contended ballot and its Release come late or been lost with a connection (a member
+    just joining). Those count against a budget SILENT_EXPIRIES_PER_TRY times larger, so
+    that a process which kills its executor as it starts still ends.
+    """
+    if attempts > spec.maxretries and attempts > 0:
+        return True
+    return silent >= SILENT_EXPIRIES_PER_TRY * (spec.maxretries + 1)
 
 
 def value_id(value: Outcome) -> str:
@@ -166,12 +184,16 @@ class KeeperRole:
         if msg.purpose == "claim" and not rec.ready():
             node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
             return
-        attempts = rec.expired_attempts
-        if self._expired_run(rec):
-            attempts += 1  # the previous lease ran out while its holder ran it: a try used
-            if msg.purpose == "claim" and attempts > rec.spec.spec.maxretries:
-                # Out of tries: no claim gets it; the keepers fail it, saying why.
-                self._save(dataclasses.replace(rec, released=True, expired_attempts=attempts), now)
+        attempts, silent = rec.expired_attempts, rec.silent_expiries
+        if not rec.leased(now) and self._unfinished_claim(rec):
+            # the previous claim's lease ran out (see _out_of_tries)
+            attempts, silent = (attempts + 1, silent) if rec.ran else (attempts, silent + 1)
+            if msg.purpose == "claim" and _out_of_tries(rec.spec.spec, attempts, silent):
+                # No claim gets it any more; the keepers fail it, saying why.
+                counted = dataclasses.replace(
+                    rec, released=True, expired_attempts=attempts, silent_expiries=silent
+                )
+                self._save(counted, now)
                 node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
                 self.schedule(rec.pid, now)
                 return
@@ -185,6 +207,7 @@ class KeeperRole:
             released=False,
             ran=False,
             expired_attempts=attempts,
+            silent_expiries=silent,
             started_at=rec.started_at or (now if msg.purpose == "claim" else 0.0),
         )
         self._save(rec, now)
@@ -226,7 +249,7 @@ class KeeperRole:
             until = min(until, rec.lease_started + maxexec)
         if until <= now:
             # maxexectime is over: the lease ends now and the run counts as an attempt
-            self.records[rec.pid] = dataclasses.replace(rec, lease_until=now)
+            self.records[rec.pid] = dataclasses.replace(rec, lease_until=now, ran=True)
             node.send(sender, RenewAck(msg.pid, msg.epoch, False, 0.0))
             self.schedule(rec.pid, now)
             return
@@ -547,26 +570,28 @@ class KeeperRole:
         for parent, outcome in rec.parent_outcomes:
             if outcome.kind != "successful":
                 return f"parent {parent} {outcome.kind}"
-        attempts = rec.expired_attempts + self._expired_run(rec)
+        expired = self._unfinished_claim(rec)  # _check calls this once no lease is live
+        attempts = rec.expired_attempts + (expired and rec.ran)
+        silent = rec.silent_expiries + (expired and not rec.ran)
         if attempts > spec.maxretries and attempts > 0:
             tries = f"{attempts} leases expired (maxretries {spec.maxretries})"
             if spec.maxexectime > 0 and rec.lease_started + spec.maxexectime <= rec.lease_until:
                 # the last lease ended because the run outlasted maxexectime (a hang)
                 return f"maxexectime exceeded: still running after {spec.maxexectime:g} s; {tries}"
             return f"maxretries exceeded: {tries}"
+        if _out_of_tries(spec, attempts, silent):
+            return (
+                f"maxretries exceeded: {silent} leases expired before their holders renewed "
+                f"them (each died as it started, or never started; maxretries {spec.maxretries})"
+            )
         if spec.maxwaittime > 0 and not rec.started_at and now - rec.stored_at > spec.maxwaittime:
             return f"maxwaittime exceeded: not started within {spec.maxwaittime:g} s"
         return ""
 
     @staticmethod
-    def _expired_run(rec: KeeperRecord) -> bool:
-        """Whether the record's last lease (no longer live) was a run that used a try.
-
-        A lease counts once its holder renewed it, which a holder does as soon as it
-        starts the run: a claim that lost a contended ballot, or whose Release never
-        arrived (a member just joining, a connection lost), did not run and costs no try.
-        """
-        return not rec.released and rec.purpose == "claim" and rec.ran and rec.accepted is None
+    def _unfinished_claim(rec: KeeperRecord) -> bool:
+        """Whether the record's lease is a claim's that ended with nothing accepted."""
+        return not rec.released and rec.purpose == "claim" and rec.accepted is None
 
     def _moved_keepers(self, rec: KeeperRecord) -> tuple[str, ...] | None:
         ring = self.node.ring

@@ -137,9 +137,7 @@ class Proposer:
             b.renew_round = b.sent_at
             node.observe("started", b.pid, {"epoch": b.epoch})
             node.effect(StartExecution(b.pid, b.epoch, b.spec, inputs or ()))
-            # The first renewal goes out at once: it tells the keepers the run started,
-            # which is what makes an expiry of this lease count as a try (keeper.py).
-            self.on_renew_timer(b.pid, b.epoch, now)
+            node.set_timer(now + node.params.renew_every, ("renew", b.pid, b.epoch))
         elif b.purpose == "fail":
             self._propose(b, self._failure(b), now)
         elif b.purpose == "move":

@@ -26,6 +26,7 @@ class KeeperRecord:
     lease_started: float = 0.0
     released: bool = True  # no live lease (never granted, released, or expired and counted)
     ran: bool = False  # the holder renewed its lease: it won the ballot and started the run
+    silent_expiries: int = 0  # claims whose leases ran out with no renewal (see keeper.py)
     accepted_epoch: int = 0
     accepted: Outcome | None = None
     decided: Outcome | None = None
