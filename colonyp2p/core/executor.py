@@ -77,18 +77,21 @@ class ExecutorRole:
 
     def _slot(self, spec: SignedSpec, score: float) -> int:
         """How many claim slots this executor waits for ``spec``."""
-        others = self._matching_executors(spec) - {self.node.member_id}
-        if len(others) < EXACT_RANKS:
+        matching, me = self._matching_executors(spec), self.node.member_id
+        others = len(matching) - (me in matching)
+        if others < EXACT_RANKS:
             pid, keys = spec.pid, self._keys
             rank = 0
-            for member in others:
+            for member in matching:
+                if member == me:
+                    continue
                 key = keys.get(member)
                 if key is None:
                     key = keys[member] = dht_key(member)
                 if rendezvous_score(key, pid) < score:
                     rank += 1
             return rank
-        return int(score * (len(others) + 1) / self.node.params.claim_fanout)
+        return int(score * (others + 1) / self.node.params.claim_fanout)
 
     def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:
         ad = self.ad
