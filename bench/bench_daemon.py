@@ -366,7 +366,6 @@ def contention(
 
 def claim_slots(
     samples: Sequence[dict[str, Any]],
-    submitter: Node,
     executors: Sequence[Node],
     params: Params,
 ) -> dict[str, Any]:
@@ -377,10 +376,10 @@ def claim_slots(
     keys = {e.name: dht_key(e.member_id) for e in executors}
     by_slot: dict[int, list[float]] = {}
     for s in samples:
-        scores = sorted(rendezvous_score(key, s["pid"]) for key in keys.values())
-        # exact ranks: the executor with the lowest score is first, in slot 0
-        estimated = int(scores[0] * len(keys) / params.claim_fanout)
-        best = estimated if len(keys) >= EXACT_RANKS else 0
+        best = 0  # exact ranks: the executor with the lowest score is first, in slot 0
+        if len(keys) >= EXACT_RANKS:
+            lowest = min(rendezvous_score(key, s["pid"]) for key in keys.values())
+            best = int(lowest * len(keys) / params.claim_fanout)
         s["best_slot"] = best
         by_slot.setdefault(best, []).append(s["result_s"])
     return {
@@ -440,7 +439,7 @@ def bench_latency(root: Path, params: dict[str, float], n: int, warmup: int) -> 
         logs = log_events(nodes)
         where = stages(samples, submitter, nodes, logs)
         contended = contention([*samples, *failures], nodes, logs)
-        slots = claim_slots(samples, submitter, nodes, daemon_params(params))
+        slots = claim_slots(samples, nodes, daemon_params(params))
     return {
         "daemons": 5,
         "executors": 5,

@@ -50,12 +50,17 @@ def canonical_bytes(obj: Any) -> bytes:
     return cbor2.dumps(to_data(obj), canonical=True)
 
 
-def loads_canonical(raw: bytes) -> Any:
-    """Decode CBOR and insist it was canonical: one object has one encoding only."""
+def loads(raw: bytes) -> Any:
+    """Decode CBOR, raising MalformedMessage on garbage."""
     try:
-        data = cbor2.loads(raw)
+        return cbor2.loads(raw)
     except Exception as exc:  # cbor2 raises many kinds of errors on garbage
         raise MalformedMessage(f"not CBOR: {exc}") from exc
+
+
+def loads_canonical(raw: bytes) -> Any:
+    """Decode CBOR and insist it was canonical: one object has one encoding only."""
+    data = loads(raw)
     try:
         again = cbor2.dumps(data, canonical=True)
     except Exception as exc:
@@ -198,10 +203,13 @@ def _none(data: Any, where: str, depth: int) -> Any:
     return None
 
 
-def _bool(data: Any, where: str, depth: int) -> Any:
-    if not isinstance(data, bool):
-        raise MalformedMessage(f"{where}: expected a boolean, got {type(data).__name__}")
-    return data
+def _instance_of(tp: type, what: str) -> _Converter:
+    def check(data: Any, where: str, depth: int) -> Any:
+        if not isinstance(data, tp):
+            raise MalformedMessage(f"{where}: expected {what}, got {type(data).__name__}")
+        return data
+
+    return check
 
 
 def _int(data: Any, where: str, depth: int) -> Any:
@@ -222,25 +230,13 @@ def _float(data: Any, where: str, depth: int) -> Any:
     return number
 
 
-def _str(data: Any, where: str, depth: int) -> Any:
-    if not isinstance(data, str):
-        raise MalformedMessage(f"{where}: expected a string, got {type(data).__name__}")
-    return data
-
-
-def _bytes(data: Any, where: str, depth: int) -> Any:
-    if not isinstance(data, bytes):
-        raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
-    return data
-
-
 _SIMPLE: dict[Any, _Converter] = {
     type(None): _none,
-    bool: _bool,
+    bool: _instance_of(bool, "a boolean"),
     int: _int,
     float: _float,
-    str: _str,
-    bytes: _bytes,
+    str: _instance_of(str, "a string"),
+    bytes: _instance_of(bytes, "bytes"),
 }
 
 

@@ -132,9 +132,9 @@ def unbatch(body: Batch, kinds: tuple[type, ...]) -> list[Any]:
         try:
             # Not re-encoded to prove it canonical, as envelopes are: the batch's signature
             # already covers these bytes, and nothing hashes or verifies them again.
-            data = cbor2.loads(item.body)
-        except Exception as exc:  # cbor2 raises many kinds of errors on garbage
-            raise MalformedMessage(f"{where}: not CBOR: {exc}") from exc
+            data = codec.loads(item.body)
+        except MalformedMessage as exc:
+            raise MalformedMessage(f"{where}: {exc}") from exc
         out.append(codec.from_data(cls, data, f"{where}.{item.type}"))
     return out
 

@@ -46,7 +46,6 @@ class Ballot:
     value: Outcome | None = None
     sent_at: float = 0.0
     resends: int = 0
-    renew_round: float = 0.0
     renew_oks: set[str] = field(default_factory=set)
     renew_nacks: set[str] = field(default_factory=set)
     move_to: tuple[str, ...] = ()
@@ -134,7 +133,6 @@ class Proposer:
                 return
             inputs = next((p.inputs for p in b.promises.values() if p.inputs is not None), ())
             b.phase = "run"
-            b.renew_round = b.sent_at
             node.observe("started", b.pid, {"epoch": b.epoch})
             node.effect(StartExecution(b.pid, b.epoch, b.spec, inputs or ()))
             node.set_timer(now + node.params.renew_every, ("renew", b.pid, b.epoch))
@@ -210,7 +208,6 @@ class Proposer:
         b = self.ballots.get(pid)
         if b is None or b.epoch != epoch or b.phase != "run":
             return
-        b.renew_round = now
         b.renew_oks = set()
         b.renew_nacks = set()
         msg = Renew(pid, epoch, config_tag(b.keepers))
