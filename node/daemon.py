@@ -41,15 +41,21 @@ from colonyp2p.core.effects import (
 )
 from colonyp2p.core.messages import (
     MAX_BATCH,
+    Accept,
     Announcement,
     Decide,
     LogLines,
     Message,
+    Offer,
     Outcome,
     PeerAddrs,
+    Prepare,
     Query,
+    Release,
+    Renew,
     SpecAnnounce,
     Status,
+    StoreSpec,
 )
 from colonyp2p.core.node import MEMBERSHIP, ColonyNode, ExecutionResult
 from colonyp2p.core.params import Params
@@ -92,6 +98,8 @@ OUTCOMES_KEPT = 100_000
 LOG_EVERY = 0.25  # seconds between log batches to submitters
 LOG_BATCH = 500  # lines per batch
 MAX_LOG_LINE = 4096
+# messages that ask and state nothing this node has yet to make durable (see _carry_out)
+REQUESTS = (StoreSpec, Prepare, Accept, Decide, Renew, Release, Query, Offer)
 
 
 class ListenFailed(ColonyError):
@@ -111,7 +119,7 @@ class _LogBuffer:
 
 @dataclass(frozen=True)
 class _Input:
-    kind: str  # message, announcement, done, call
+    kind: str  # message, announcement, done, lost, call
     a: Any = None
     b: Any = None
     c: Any = None
@@ -228,6 +236,7 @@ class Daemon:
             is_member=lambda m: node.membership.is_member(m),
             on_message=self._on_message,
             on_announcement=self._on_announcement,
+            on_peer_lost=self._on_peer_lost,
             listen_addrs=self.listen,
             psk=self.config.psk or None,
         )
@@ -342,6 +351,10 @@ class Daemon:
             return
         self._inbox_send.send_nowait(_Input("announcement", publisher, item))
 
+    def _on_peer_lost(self, member: str) -> None:
+        log.info("connection to member %s lost", member)
+        self._inbox_send.send_nowait(_Input("lost", member))
+
     async def call(self, fn: Callable[[ColonyNode, float], tuple[list[Effect], T]]) -> T:
         """Run ``fn`` on the core in the core task, carry out the effects it returns, and
         give back its value (or raise its exception)."""
@@ -396,6 +409,8 @@ class Daemon:
             return node.on_announcement(item.a, item.b, now)
         if item.kind == "done":
             return node.on_execution_done(item.a, item.b, item.c, now)
+        if item.kind == "lost":
+            return node.on_peer_lost(item.a, now)
         raise AssertionError(item.kind)
 
     def _next_timer_deadline(self) -> float:
@@ -412,12 +427,18 @@ class Daemon:
                 self._chain.append(p.value)
                 self._membership_changed = True
         if persists:
-            # Durable before anything of the step leaves: a full disk stops the daemon
-            # here, before it acknowledged or promised what it could not keep.
+            # Requests leave while the step is made durable: they promise nothing, and
+            # no answer to them is read before the commit is done (the core task waits
+            # for it). Everything else leaves after: a full disk stops the daemon here,
+            # before it acknowledged or promised what it could not keep.
+            for e in effects:
+                if isinstance(e, Send) and isinstance(e.msg, REQUESTS):
+                    self._outbox(e.to).send_nowait(e.msg)
             await trio.to_thread.run_sync(self.store.apply, persists)
         for e in effects:
             if isinstance(e, Send):
-                self._outbox(e.to).send_nowait(e.msg)
+                if not (persists and isinstance(e.msg, REQUESTS)):
+                    self._outbox(e.to).send_nowait(e.msg)
             elif isinstance(e, Publish):
                 self._publish_send.send_nowait((self._topic(e.item), e.item))
             elif isinstance(e, SetTimer):
@@ -578,21 +599,30 @@ class Daemon:
         send, recv = trio.open_memory_channel[Status](16)
         self._status_waiters.setdefault(pid, []).append(send)
         best: Status | None = None
+        asked = 0
         try:
             for keeper in node.keepers_for(pid):
                 if keeper == node.member_id:
                     if rec is not None:
                         best = node.status(pid, time.time())
                     continue
+                if keeper in node.lost:
+                    continue  # it would not answer: do not wait out the timeout for it
                 self._outbox(keeper).send_nowait(Query(pid))
-            with trio.move_on_after(timeout):
+                asked += 1
+            with trio.move_on_after(timeout if asked else 0.0):
                 async for status in recv:
+                    asked -= 1
                     if not status.known:
+                        if asked <= 0:
+                            break
                         continue
                     if best is None or _rank(status) > _rank(best):
                         best = status
                     if status.decided is not None and status.decided.kind != "moved":
                         break
+                    if asked <= 0:
+                        break  # every keeper asked has answered
         finally:
             self._status_waiters[pid].remove(send)
             if not self._status_waiters[pid]:

@@ -91,7 +91,12 @@ class Store:
     def apply(self, effects: Iterable[object]) -> None:
         """Commit every Persist among ``effects`` in one transaction (all or nothing);
         other effects are ignored. Returns once the commit is durable."""
-        rows = [self._encode(e) for e in effects if isinstance(e, Persist)]
+        # Only the last value of a key in one transaction is ever read back.
+        last: dict[tuple[str, object], Persist] = {}
+        for e in effects:
+            if isinstance(e, Persist):
+                last[(e.table, e.key if type(e.key) is str else id(e))] = e
+        rows = [self._encode(e) for e in last.values()]
         if not rows:
             return
         with self._lock:

@@ -72,6 +72,7 @@ _ANNOUNCEMENTS: Final = get_args(Announcement)
 
 OnMessage = Callable[[str, Message], None]
 OnAnnouncement = Callable[[str, Announcement], None]
+OnPeerLost = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class Transport:
         now: Callable[[], float] = time.time,
         open_timeout: float = OPEN_TIMEOUT,
         psk: str | None = None,
+        on_peer_lost: OnPeerLost | None = None,
     ) -> None:
         self.identity = identity
         self.colony_id = colony_id
@@ -128,6 +130,7 @@ class Transport:
         self._is_member = is_member
         self._on_message = on_message
         self._on_announcement = on_announcement
+        self._on_peer_lost = on_peer_lost
         self._listen = [multiaddr.Multiaddr(a) for a in listen_addrs]
         self._now = now
         self._open_timeout = open_timeout
@@ -438,6 +441,14 @@ class Transport:
             self.rejections.count(exc)  # the stream is mid-frame now: unusable
         except Exception as exc:
             log.debug("stream from %s ended: %r", peer, exc)
+        finally:
+            # Checked here, where the peer's stream ends with its connection: py-libp2p
+            # tells its notifees of a closed connection only 100 ms later.
+            if self._on_peer_lost is not None and _connection_gone(stream):
+                try:
+                    self._on_peer_lost(peer)
+                except Exception:
+                    log.exception("the lost-peer callback failed for %s", peer)
         await reset_stream(stream)
 
     def _receive(self, peer: str, raw: bytes) -> None:
@@ -568,6 +579,14 @@ class Transport:
         if self._host is None or not self.running:
             raise RuntimeError("the transport is not running")
         return self._host
+
+
+def _connection_gone(stream: Any) -> bool:
+    """Whether the connection that carried ``stream`` is closed or closing (Yamux sets
+    ``event_shutting_down`` before it wakes the connection's streams)."""
+    conn = stream.muxed_conn
+    shutting = getattr(conn, "event_shutting_down", None)
+    return bool(conn.is_closed or (shutting is not None and shutting.is_set()))
 
 
 def _call(callback: Callable[[str, Any], None], sender: str, body: Any) -> None:

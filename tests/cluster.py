@@ -236,12 +236,13 @@ class Cluster:
         prefix: Sequence[str] = (),
         listen: Sequence[str] = (),
         mfs: dict[str, Any] | None = None,
+        params: dict[str, float] | None = None,
     ) -> Node:
         """The owner: init, colony create, configure, start."""
         owner = self.node("owner", prefix)
         owner.cli("init")
         owner.cli("colony", "create", "testcolony")
-        owner.configure(executortype, listen=listen, mfs=mfs)
+        owner.configure(executortype, params=params, listen=listen, mfs=mfs)
         owner.cli("start")
         return owner
 
@@ -257,13 +258,14 @@ class Cluster:
         kind: str = "python",
         mfs: dict[str, Any] | None = None,
         start: bool = True,
+        params: dict[str, float] | None = None,
     ) -> Node:
         """A new device joins with a ticket from ``via`` and starts (unless not ``start``)."""
         ticket = via.cli("invite", "--role", role).stdout.strip().replace("\n", "")
         colony_id = via.status()["colony_id"]
         node = self.node(name, prefix)
         node.cli("init")
-        node.configure(executortype, listen=listen, kind=kind, mfs=mfs)
+        node.configure(executortype, params=params, listen=listen, kind=kind, mfs=mfs)
         node.cli("join", colony_id, "--ticket", ticket, "--name", name)
         if start:
             node.cli("start")

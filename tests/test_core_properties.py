@@ -1,8 +1,8 @@
 """Hypothesis drives a small colony's cores through arbitrary schedules: any delivery order,
 duplicates, losses, crashes with restarts from durable state, timers fired at any time,
-runs that succeed or fail. Safety must hold in every schedule: at most one outcome is
-chosen per process, no keeper accepts below an epoch it promised, and acknowledged
-processes stay stored at a majority."""
+runs that succeed or fail, peers suspected lost (rightly or not). Safety must hold in
+every schedule: at most one outcome is chosen per process, no keeper accepts below an
+epoch it promised, and acknowledged processes stay stored at a majority."""
 
 from __future__ import annotations
 
@@ -192,6 +192,12 @@ class ColonySchedules(RuleBasedStateMachine):
     @rule(dt=st.floats(0.1, 8.0))
     def advance(self, dt: float) -> None:
         self.now += dt
+
+    @rule(at=st.integers(0, N_NODES - 1), peer=st.integers(0, N_NODES - 1))
+    def suspect(self, at: int, peer: int) -> None:
+        """A connection drop, true or not: the node ends the peer's leases at once."""
+        mid = IDS[at].member_id
+        self.apply(mid, self.nodes[mid].on_peer_lost(IDS[peer].member_id, self.now))
 
     @rule(victim=st.integers(0, N_NODES - 1))
     def crash_and_restart(self, victim: int) -> None:

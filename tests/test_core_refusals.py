@@ -129,3 +129,16 @@ def test_a_spec_for_another_colony_is_refused() -> None:
         "wrong_colony",
     )
     assert _state(node) == before
+
+
+def test_a_spec_stored_in_another_member_s_name_is_refused() -> None:
+    # The envelope proves who sent the StoreSpec; a submitter field naming someone else
+    # would let the sender act as them (cancel, receive logs).
+    node = _node()
+    before = _state(node)
+    forged = _spec(EXEC)
+    _only_rejects(
+        node.on_message(ADMIN.member_id, StoreSpec(forged, (OWNER.member_id,), 1), 2.0),
+        "not_submitter",
+    )
+    assert _state(node) == before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from cluster import Node, cluster, events, wait_for
+from cluster import FAST, Node, cluster, events, wait_for
 
 from colonyp2p.core.messages import Message, Query, SpecAnnounce, StoreSpec
 from colonyp2p.core.topics import spec_topic
@@ -94,6 +94,33 @@ def test_a_killed_executor_s_process_runs_elsewhere_and_is_accepted_once(
             if e["kind"] == "decided" and e["pid"] == pid and e.get("outcome") != "moved"
         }
         assert len({value for _, value in decided}) == 1, decided
+
+
+def test_a_killed_executor_s_process_moves_on_when_its_connections_drop(
+    tmp_path: Path,
+) -> None:
+    # Leases far longer than the deadline: the process can only finish in time because
+    # the keepers end a lease at once when every connection to its holder drops.
+    params = {**FAST, "lease_seconds": 600.0}
+    with cluster(tmp_path) as c:
+        owner = c.found(params=params)
+        w1 = c.join("w1", owner, executortype="worker", params=params)
+        w2 = c.join("w2", owner, executortype="worker", params=params)
+        spec = {"funcname": "sleep", "args": [5.0], "conditions": {"executortype": "worker"}}
+        pid = owner.submit(spec)["pid"]
+
+        def runner() -> Node | None:
+            for w in (w1, w2):
+                if any(e["kind"] == "running" and e["pid"] == pid for e in events(w)):
+                    return w
+            return None
+
+        first = wait_for(runner, 20, "a worker to start the process")
+        second = w2 if first is w1 else w1
+        first.kill9()
+        process = wait_for(lambda: owner.finished(pid), 60, "the process to finish elsewhere")
+        assert process["state"] == "successful"
+        assert process["executor"] == second.member_id
 
 
 def test_a_daemon_restarted_after_sigkill_keeps_what_it_acknowledged(tmp_path: Path) -> None:

@@ -346,7 +346,11 @@ def cp_fanout(submitter: Node, watcher: bd.Watcher, args: argparse.Namespace) ->
 
 
 def cp_kill(
-    c: Cluster, submitter: Node, executors: list[Node], args: argparse.Namespace
+    c: Cluster,
+    submitter: Node,
+    executors: list[Node],
+    watcher: bd.Watcher,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="compare-kill-") as tmp:
         marker = Path(tmp) / "attempts"
@@ -360,8 +364,11 @@ def cp_kill(
         observer = (
             submitter if submitter is not victim else next(n for n in c.nodes if n is not victim)
         )
+        # the result as the other peers' clients learn it, from the submitter's event
+        # stream; polling (every 10 ms) only if the submitter itself was killed
+        heard = watcher.wait(pid, args.limit) if observer is submitter else None
         with observer.api() as api:
-            t_result, state = bd.poll_result(api, pid, args.limit)
+            t_result, state = heard if heard is not None else bd.poll_result(api, pid, args.limit)
             process = api.process(pid)
         seen = tasks.attempts(str(marker))
     out: dict[str, Any] = {
@@ -458,7 +465,7 @@ def run_colonyp2p(size: int, args: argparse.Namespace, logs: Path) -> dict[str, 
             "throughput": lambda: cp_throughput(c, submitter, watcher, profiled, args, logs),
             "fanout": lambda: cp_fanout(submitter, watcher, args),
             "data": lambda: cp_data(submitter, executors[-1], watcher, args),
-            "kill": lambda: cp_kill(c, submitter, executors, args),
+            "kill": lambda: cp_kill(c, submitter, executors, watcher, args),
         }
         # the kill last: it leaves one executor less
         for scenario in sorted(args.scenarios, key=lambda s: s == "kill"):

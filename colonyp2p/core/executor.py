@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 AGE_BUCKET = 5.0  # seconds: within a bucket, rendezvous order replaces strict FIFO
 EXACT_RANKS = 64  # up to this many matching executors, each computes its exact rank
 MAX_CLAIM_RETRIES = 3
+SEEN_KEPT = 8192  # processes whose latest announcement round an executor remembers
 
 
 @dataclass(slots=True)
@@ -56,6 +57,9 @@ class ExecutorRole:
         self._matching: dict[object, tuple[FunctionSpec, set[str]]] = {}
         self._keys: dict[str, int] = {}
         self._retries: dict[str, int] = {}
+        # pid -> the latest announcement round taken up: the same announcement again (an
+        # Offer and then its gossip) is not claimed twice
+        self._seen: dict[str, int] = {}
 
     def ads_changed(self, old: ExecutorAd | None, new: ExecutorAd | None) -> None:
         """An ad was added, replaced or dropped: keep the match sets without recounting."""
@@ -75,30 +79,51 @@ class ExecutorRole:
             return members
         return known[1]
 
+    def _key(self, member: str) -> int:
+        key = self._keys.get(member)
+        if key is None:
+            key = self._keys[member] = dht_key(member)
+        return key
+
     def _slot(self, spec: SignedSpec, score: float) -> int:
         """How many claim slots this executor waits for ``spec``."""
         matching, me = self._matching_executors(spec), self.node.member_id
         others = len(matching) - (me in matching)
         if others < EXACT_RANKS:
-            pid, keys = spec.pid, self._keys
+            pid, lost = spec.pid, self.node.lost
             rank = 0
             for member in matching:
-                if member == me:
+                if member == me or member in lost:
                     continue
-                key = keys.get(member)
-                if key is None:
-                    key = keys[member] = dht_key(member)
-                if rendezvous_score(key, pid) < score:
+                if rendezvous_score(self._key(member), pid) < score:
                     rank += 1
             return rank
         return int(score * (others + 1) / self.node.params.claim_fanout)
+
+    def first_choice(self, spec: SignedSpec) -> str | None:
+        """The matching executor that ranks first for ``spec`` and is not lost, where
+        ranks are exact (fewer than EXACT_RANKS matching executors); else None."""
+        matching = self._matching_executors(spec)
+        if len(matching) > EXACT_RANKS:
+            return None
+        pid, lost = spec.pid, self.node.lost
+        best, best_score = None, 2.0
+        for member in matching:
+            if member in lost:
+                continue
+            score = rendezvous_score(self._key(member), pid)
+            if score < best_score:
+                best, best_score = member, score
+        return best
 
     def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:
         ad = self.ad
         if ad is None:
             return
         pid = spec.pid
-        if pid in self.candidates or pid in self.active or not matches(spec.spec, ad):
+        if pid in self.candidates or pid in self.active or self._seen.get(pid, -1) >= round_:
+            return
+        if not matches(spec.spec, ad):
             return
         p = self.node.params
         score = rendezvous_score(self.my_key, pid)
@@ -111,6 +136,10 @@ class ExecutorRole:
         # another's (contending with it) only once its own run out.
         key = (-spec.spec.priority, int(now // AGE_BUCKET), slot, score)
         self.candidates[pid] = Candidate(spec, keepers, ready_at, key)
+        seen = self._seen
+        seen[pid] = round_
+        if len(seen) > SEEN_KEPT:
+            del seen[next(iter(seen))]
         heapq.heappush(self._pending, (ready_at, pid))
         self.try_claim(now)
 

@@ -114,10 +114,16 @@ class KeeperRole:
         self.node.persist(RECORDS, rec.pid, rec)
 
     def _rank(self, rec: KeeperRecord) -> int:
-        try:
-            return rec.keepers.index(self.node.member_id)
-        except ValueError:
-            return len(rec.keepers)
+        """This keeper's turn among the record's keepers, not counting lost ones: the
+        next live keeper acts at once when the first has died."""
+        me, lost = self.node.member_id, self.node.lost
+        rank = 0
+        for keeper in rec.keepers:
+            if keeper == me:
+                return rank
+            if keeper not in lost:
+                rank += 1
+        return len(rec.keepers)
 
     # --- messages ----------------------------------------------------------------------
 
@@ -126,6 +132,11 @@ class KeeperRole:
         pid = msg.spec.pid
         if node.member_id not in msg.keepers:
             node.reject("not_keeper", f"{sender} asked {node.member_id} to keep {pid[:12]}")
+            return
+        if msg.spec.submitter != sender:
+            # The envelope proves who sent it; a spec in someone else's name is a forgery
+            # (its submitter may cancel it and receives its logs).
+            node.reject("not_submitter", f"{sender} stored a spec of {msg.spec.submitter}")
             return
         rec = self.records.get(pid)
         if rec is None:
@@ -406,15 +417,20 @@ class KeeperRole:
             rec = dataclasses.replace(
                 rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome))
             )
+            if not rec.parents_known():
+                # Volatile until the last parent is known: persisting the growing record
+                # at each parent would cost a fan-in of n parents O(n^2) bytes written.
+                # A restart loses only what _poll_parents asks the parents' keepers again.
+                self.records[child] = rec
+                continue
             self._save(rec, now)
-            if rec.parents_known():
-                self._known_since[child] = now
-                if share:
-                    msg = ParentOutcomes(child, rec.parent_outcomes)
-                    for peer in rec.keepers:
-                        if peer != self.node.member_id:
-                            self.node.send(peer, msg)
-                self.schedule(child, now)
+            self._known_since[child] = now
+            if share:
+                msg = ParentOutcomes(child, rec.parent_outcomes)
+                for peer in rec.keepers:
+                    if peer != self.node.member_id:
+                        self.node.send(peer, msg)
+            self.schedule(child, now)
 
     def on_parent_outcomes(self, sender: str, msg: ParentOutcomes, now: float) -> None:
         rec = self.records.get(msg.pid)
@@ -444,6 +460,15 @@ class KeeperRole:
             self._announced_at[pid] = now - self.node.params.reannounce_after
             self.schedule(pid, now)
         self.node.send(sender, InstallAck(pid))
+
+    def holder_lost(self, member: str, now: float) -> None:
+        """``member`` is lost (see ColonyNode.on_peer_lost): the leases it holds end now.
+        Volatile, as renewals are: a restarted keeper gives leases one more term."""
+        for pid, rec in self.records.items():
+            if rec.holder == member and rec.decided is None and rec.leased(now):
+                self.records[pid] = dataclasses.replace(rec, lease_until=now)
+                self.schedule(pid, now)
+        self.tick(now)  # now, not at the next maintenance tick
 
     def on_install_ack(self, sender: str, msg: InstallAck, now: float) -> None:
         self._install_acks.setdefault(msg.pid, set()).add(sender)
@@ -611,7 +636,9 @@ class KeeperRole:
                     waiting = self._waiting_on_parent.setdefault(ref.pid, [])
                     if rec.pid not in waiting:
                         waiting.append(rec.pid)
-            delay = min(p.query_after, 2.0 * (1 + n // 5))
+            # The parents' keepers push their outcome to watchers: asking again only
+            # covers a watch lost with a restart, so back off towards query_after.
+            delay = min(p.query_after, 2.0 * 2 ** min(n, 4))
         else:
             delay = rec.stored_at + stagger - now
         self.schedule(rec.pid, now + max(delay, p.tick))

@@ -207,6 +207,15 @@ class LogLines:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """A SpecAnnounce sent straight to the executor that ranks first for the process:
+    it claims at once instead of a gossip hop later. Gossip still carries the same
+    announcement to everyone else, who claim in later slots if this one does not."""
+
+    announce: SpecAnnounce
+
+
+@dataclass(frozen=True, slots=True)
 class MembershipRequest:
     have_version: int
 
@@ -235,6 +244,7 @@ Message = (
     | InstallAck
     | SetAttributes
     | LogLines
+    | Offer
     | MembershipRequest
     | MembershipReply
 )
@@ -323,6 +333,7 @@ MESSAGE_TYPES: dict[str, type] = {
         InstallAck,
         SetAttributes,
         LogLines,
+        Offer,
         MembershipRequest,
         MembershipReply,
         SpecAnnounce,

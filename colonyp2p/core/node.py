@@ -29,6 +29,7 @@ from colonyp2p.core.messages import (
     MembershipReply,
     MembershipRequest,
     Message,
+    Offer,
     Outcome,
     ParentOutcomes,
     ParentRef,
@@ -97,6 +98,8 @@ class ColonyNode:
         self.now = 0.0
         self.counters: Counter[str] = Counter()
         self.revoked = False
+        # members whose every connection to us dropped, until we hear from them again
+        self.lost: set[str] = set()
         self.keeper = KeeperRole(self, dict(durable.get(RECORDS, {})))
         self.proposer = Proposer(self)
         self.executor = ExecutorRole(self, ad)
@@ -120,6 +123,7 @@ class ColonyNode:
             InstallAck: self.keeper.on_install_ack,
             SetAttributes: self.keeper.on_set_attributes,
             LogLines: _ignore,
+            Offer: self._on_offer,
             MembershipRequest: self._on_membership_request,
             MembershipReply: self._on_membership_reply,
         }
@@ -138,6 +142,11 @@ class ColonyNode:
             # Gossip does not echo our own publications: our executor hears them here,
             # or a process it ranks first would wait for the next one in line.
             self.executor.on_spec(item.spec, item.keepers, item.round, self.now)
+            # The executor that ranks first gets it straight away: a direct message
+            # arrives in a millisecond, a gossip hop takes tens of them.
+            first = self.executor.first_choice(item.spec)
+            if first is not None and first != self.member_id:
+                self.send(first, Offer(item))
 
     def persist(self, table: str, key: str, value: Any) -> None:
         self.out.append(Persist(table, key, value))
@@ -199,7 +208,23 @@ class ColonyNode:
                 f"message from {sender}, not a member of version {self.membership.version}",
             )
             return out
+        if sender in self.lost:
+            self.lost.discard(sender)
         self._dispatch(sender, msg, now)
+        return out
+
+    def on_peer_lost(self, member: str, now: float) -> list[Effect]:
+        """The driver lost every connection to ``member``: its process died (the kernel
+        closes a killed process's sockets at once) or the network between us failed.
+        Leases it holds here end now instead of at their expiry, and rankings pass over
+        it until we hear from it again. Safety does not rest on this: a holder that is
+        alive after all renews before another claim wins, or loses its run to the
+        claim's higher epoch, as with any expired lease."""
+        out = self._begin(now)
+        if self.revoked or member == self.member_id or not self.membership.is_member(member):
+            return out
+        self.lost.add(member)
+        self.keeper.holder_lost(member, now)
         return out
 
     def _dispatch(self, sender: str, msg: Message, now: float) -> None:
@@ -336,6 +361,13 @@ class ColonyNode:
             self.publish(MembershipAnnounce(new))
         if added and self.executor.ad is not None:
             self.publish(AdAnnounce(self.executor.ad))  # newcomers learn who can run what
+
+    def _on_offer(self, sender: str, msg: Offer, now: float) -> None:
+        item = msg.announce
+        if item.spec.colony_id != self.membership.colony_id:
+            self.reject("wrong_colony", f"offer of colony {item.spec.colony_id[:12]}")
+            return
+        self.executor.on_spec(item.spec, item.keepers, item.round, now)
 
     def _on_membership_request(self, sender: str, msg: MembershipRequest, now: float) -> None:
         if msg.have_version < self.membership.version:

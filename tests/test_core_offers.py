@@ -1,0 +1,144 @@
+"""Two shortcuts around waiting: an announcement goes straight to the executor that ranks
+first (an Offer), and a member whose connections all dropped loses its leases at once
+and is passed over in rankings until it is heard from again."""
+
+from __future__ import annotations
+
+import random
+
+from colonyp2p.core import effects as fx
+from colonyp2p.core.messages import (
+    AdAnnounce,
+    Offer,
+    Prepare,
+    Promise,
+    Query,
+    Refuse,
+    Renew,
+    SpecAnnounce,
+    StoreSpec,
+)
+from colonyp2p.core.node import ColonyNode
+from colonyp2p.core.params import Params
+from colonyp2p.core.ranking import config_tag, rendezvous_score
+from colonyp2p.identity import Identity, dht_key
+from colonyp2p.model.ads import ExecutorAd, Hardware
+from colonyp2p.model.membership import Member, MembershipSet
+from colonyp2p.model.signed import SignedSpec
+from colonyp2p.model.spec import FunctionSpec
+
+_rng = random.Random(23)
+OWNER, EXEC_A, EXEC_B, EXEC_C = (Identity.from_seed(_rng.randbytes(32)) for _ in range(4))
+EXECUTORS = (EXEC_A, EXEC_B, EXEC_C)
+GENESIS = MembershipSet.genesis(
+    OWNER, "offers", 0.0, members=[Member(e.member_id, "executor") for e in EXECUTORS]
+)
+PARAMS = Params(keepers=1)
+ADS = {
+    e.member_id: ExecutorAd.create(
+        e, 0.0, executortype="edge", name=f"e{n}", functions=("work",), hardware=Hardware()
+    )
+    for n, e in enumerate(EXECUTORS)
+}
+
+
+def _sent(effects: list[fx.Effect], to: str | None = None) -> list[object]:
+    return [e.msg for e in effects if isinstance(e, fx.Send) and to in (None, e.to)]
+
+
+def _spec(n: int, maxretries: int = 0) -> SignedSpec:
+    spec = FunctionSpec("work", maxretries=maxretries)
+    return SignedSpec.create(spec, OWNER, GENESIS.colony_id, 1.0, bytes([n]))
+
+
+def _ranked(pid: str) -> list[str]:
+    """The executors in the order they rank for ``pid`` (best first)."""
+    return sorted(ADS, key=lambda m: rendezvous_score(dht_key(m), pid))
+
+
+def _node(me: Identity = OWNER) -> ColonyNode:
+    node = ColonyNode(me.member_id, GENESIS, PARAMS, ad=ADS.get(me.member_id))
+    node.start(0.0)
+    for ad in ADS.values():
+        if ad.executor_id != me.member_id:
+            node.on_announcement(ad.executor_id, AdAnnounce(ad), 0.0)
+    return node
+
+
+def test_a_published_spec_is_offered_to_the_executor_that_ranks_first() -> None:
+    node = _node()
+    spec = _spec(1)
+    effects = node.submit(spec, 1.0)  # its own keeper acknowledges: the client publishes
+    first = _ranked(spec.pid)[0]
+    offers = [m for m in _sent(effects) if isinstance(m, Offer)]
+    assert offers == [Offer(SpecAnnounce(spec, (OWNER.member_id,), 0))]
+    assert [e.to for e in effects if isinstance(e, fx.Send) and e.msg in offers] == [first]
+    assert any(isinstance(e, fx.Publish) for e in effects)  # gossip still carries it
+
+
+def test_a_lost_executor_is_not_offered_and_not_counted_in_ranks() -> None:
+    node = _node()
+    spec = _spec(2)
+    best, second = _ranked(spec.pid)[:2]
+    node.on_peer_lost(best, 0.5)
+    effects = node.submit(spec, 1.0)
+    assert [e.to for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, Offer)] == [
+        second
+    ]
+    # the second executor, knowing the first lost too, claims at once (slot 0)
+    executor = _node(next(e for e in EXECUTORS if e.member_id == second))
+    executor.on_peer_lost(best, 0.5)
+    claims = executor.on_message(OWNER.member_id, Offer(SpecAnnounce(spec, ("k",), 0)), 1.0)
+    assert any(isinstance(m, Prepare) for m in _sent(claims, "k"))
+
+
+def test_an_offered_executor_does_not_claim_again_when_gossip_brings_the_same_round() -> None:
+    spec = _spec(3)
+    executor = _node(next(e for e in EXECUTORS if e.member_id == _ranked(spec.pid)[0]))
+    keeper = OWNER.member_id
+    announce = SpecAnnounce(spec, (keeper,), 0)
+    first = executor.on_message(keeper, Offer(announce), 1.0)
+    claims = [m for m in _sent(first, keeper) if isinstance(m, Prepare)]
+    assert len(claims) == 1
+    # someone else holds it: the claim ends, the executor forgets the process
+    executor.on_message(keeper, Refuse(spec.pid, claims[0].epoch, "leased", 5), 1.01)
+    assert spec.pid not in executor.executor.active
+    # the same announcement, by gossip a moment later, is not claimed again
+    again = executor.on_announcement(keeper, announce, 1.05)
+    assert not [m for m in _sent(again) if isinstance(m, Prepare)]
+    # a later round (a keeper announcing it again) is
+    later = executor.on_announcement(keeper, SpecAnnounce(spec, (keeper,), 1), 9.0)
+    assert [m for m in _sent(later) if isinstance(m, Prepare)]
+
+
+def test_a_lost_holder_s_lease_ends_at_once_and_another_claim_is_promised() -> None:
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    node.start(0.0)
+    spec = _spec(4, maxretries=1)
+    node.on_message(OWNER.member_id, StoreSpec(spec, (OWNER.member_id,), 1), 1.0)
+    a, b = EXEC_A.member_id, EXEC_B.member_id
+    node.on_message(a, Prepare(spec.pid, 1, "claim"), 2.0)
+    tag = config_tag((OWNER.member_id,))
+    node.on_message(a, Renew(spec.pid, 1, tag), 3.0)
+    refused = _sent(node.on_message(b, Prepare(spec.pid, 2, "claim"), 3.5), b)
+    assert [type(m) for m in refused] == [Refuse]  # its lease lives: b gives up
+    lost = node.on_peer_lost(a, 4.0)
+    republished = [e.item for e in lost if isinstance(e, fx.Publish)]
+    assert [type(i) for i in republished] == [SpecAnnounce]  # at once, no tick needed
+    promised = _sent(node.on_message(b, Prepare(spec.pid, 3, "claim"), 4.01), b)
+    assert [type(m) for m in promised] == [Promise]
+    assert isinstance(promised[0], Promise) and promised[0].expired_attempts == 1
+
+
+def test_a_lost_member_heard_from_again_is_ranked_again() -> None:
+    node = _node()
+    a = EXEC_A.member_id
+    node.on_peer_lost(a, 1.0)
+    assert a in node.lost
+    node.on_message(a, Query("nothing"), 2.0)
+    assert a not in node.lost
+    spec = next(s for s in (_spec(n) for n in range(10, 60)) if _ranked(s.pid)[0] == a)
+    offers = [
+        e.to for e in node.submit(spec, 3.0) if isinstance(e, fx.Send) and isinstance(e.msg, Offer)
+    ]
+    assert offers == [a]
