@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 from colonyp2p.core import effects as fx
+from colonyp2p.core.executor import OFFER_TO
 from colonyp2p.core.messages import (
     AdAnnounce,
     Offer,
@@ -48,7 +49,17 @@ def _sent(effects: list[fx.Effect], to: str | None = None) -> list[object]:
 
 def _spec(n: int, maxretries: int = 0) -> SignedSpec:
     spec = FunctionSpec("work", maxretries=maxretries)
-    return SignedSpec.create(spec, OWNER, GENESIS.colony_id, 1.0, bytes([n]))
+    return SignedSpec.create(spec, OWNER, GENESIS.colony_id, 1.0, n.to_bytes(4, "big"))
+
+
+def _kept_here(node: ColonyNode, first: int) -> SignedSpec:
+    """A spec (from nonce ``first`` on) whose one keeper is ``node``: it is acknowledged
+    in the submitting step, which then announces it."""
+    return next(
+        s
+        for s in (_spec(n) for n in range(first, first + 64))
+        if node.keepers_for(s.pid) == (node.member_id,)
+    )
 
 
 def _ranked(pid: str) -> list[str]:
@@ -65,26 +76,45 @@ def _node(me: Identity = OWNER) -> ColonyNode:
     return node
 
 
-def test_a_published_spec_is_offered_to_the_executor_that_ranks_first() -> None:
+def _offered(effects: list[fx.Effect]) -> list[str]:
+    return [e.to for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, Offer)]
+
+
+def test_a_new_process_is_offered_to_the_best_ranked_executors_and_not_gossiped() -> None:
     node = _node()
-    spec = _spec(1)
+    spec = _kept_here(node, 1)
     effects = node.submit(spec, 1.0)  # its own keeper acknowledges: the client publishes
-    first = _ranked(spec.pid)[0]
-    offers = [m for m in _sent(effects) if isinstance(m, Offer)]
-    assert offers == [Offer(SpecAnnounce(spec, (OWNER.member_id,), 0))]
-    assert [e.to for e in effects if isinstance(e, fx.Send) and e.msg in offers] == [first]
-    assert any(isinstance(e, fx.Publish) for e in effects)  # gossip still carries it
+    assert _offered(effects) == _ranked(spec.pid)[:OFFER_TO]
+    offer = Offer(SpecAnnounce(spec, (OWNER.member_id,), 0))
+    assert all(m == offer for m in _sent(effects) if isinstance(m, Offer))
+    assert not [e for e in effects if isinstance(e, fx.Publish)]
+
+
+def test_a_re_announcement_goes_on_gossip_and_to_the_best_ranked_executor() -> None:
+    node = _node()
+    spec = _kept_here(node, 64)
+    node.submit(spec, 1.0)
+    later = node.on_timer(("tick",), 1.0 + PARAMS.reannounce_after + 0.5)
+    published = [e.item for e in later if isinstance(e, fx.Publish)]
+    assert [(type(i), i.round) for i in published] == [(SpecAnnounce, 1)]
+    assert _offered(later) == _ranked(spec.pid)[:1]
+
+
+def test_without_known_executors_a_new_process_goes_on_gossip() -> None:
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)  # no ads heard yet
+    node.start(0.0)
+    effects = node.submit(_kept_here(node, 128), 1.0)
+    assert not _offered(effects)
+    assert [type(e.item) for e in effects if isinstance(e, fx.Publish)] == [SpecAnnounce]
 
 
 def test_a_lost_executor_is_not_offered_and_not_counted_in_ranks() -> None:
     node = _node()
-    spec = _spec(2)
+    spec = _kept_here(node, 192)
     best, second = _ranked(spec.pid)[:2]
     node.on_peer_lost(best, 0.5)
     effects = node.submit(spec, 1.0)
-    assert [e.to for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, Offer)] == [
-        second
-    ]
+    assert _offered(effects) == [m for m in _ranked(spec.pid) if m != best]
     # the second executor, knowing the first lost too, claims at once (slot 0)
     executor = _node(next(e for e in EXECUTORS if e.member_id == second))
     executor.on_peer_lost(best, 0.5)
@@ -137,8 +167,7 @@ def test_a_lost_member_heard_from_again_is_ranked_again() -> None:
     assert a in node.lost
     node.on_message(a, Query("nothing"), 2.0)
     assert a not in node.lost
-    spec = next(s for s in (_spec(n) for n in range(10, 60)) if _ranked(s.pid)[0] == a)
-    offers = [
-        e.to for e in node.submit(spec, 3.0) if isinstance(e, fx.Send) and isinstance(e.msg, Offer)
-    ]
-    assert offers == [a]
+    spec = next(
+        s for s in (_kept_here(node, n * 64) for n in range(4, 40)) if _ranked(s.pid)[0] == a
+    )
+    assert _offered(node.submit(spec, 3.0))[0] == a

@@ -30,6 +30,7 @@ AGE_BUCKET = 5.0  # seconds: within a bucket, rendezvous order replaces strict F
 EXACT_RANKS = 64  # up to this many matching executors, each computes its exact rank
 MAX_CLAIM_RETRIES = 3
 SEEN_KEPT = 8192  # processes whose latest announcement round an executor remembers
+OFFER_TO = 3  # a new process is offered to this many best-ranked executors (claim slots 0-2)
 
 
 @dataclass(slots=True)
@@ -100,21 +101,15 @@ class ExecutorRole:
             return rank
         return int(score * (others + 1) / self.node.params.claim_fanout)
 
-    def first_choice(self, spec: SignedSpec) -> str | None:
-        """The matching executor that ranks first for ``spec`` and is not lost, where
-        ranks are exact (fewer than EXACT_RANKS matching executors); else None."""
+    def best_ranked(self, spec: SignedSpec, n: int) -> list[str] | None:
+        """The ``n`` matching executors that rank best for ``spec`` (best first), lost
+        ones passed over; None where ranks are not exact (EXACT_RANKS or more match)."""
         matching = self._matching_executors(spec)
         if len(matching) > EXACT_RANKS:
             return None
         pid, lost = spec.pid, self.node.lost
-        best, best_score = None, 2.0
-        for member in matching:
-            if member in lost:
-                continue
-            score = rendezvous_score(self._key(member), pid)
-            if score < best_score:
-                best, best_score = member, score
-        return best
+        scored = [(rendezvous_score(self._key(m), pid), m) for m in matching if m not in lost]
+        return [m for _, m in heapq.nsmallest(n, scored)]
 
     def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:
         ad = self.ad

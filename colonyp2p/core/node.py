@@ -14,7 +14,7 @@ from typing import Any
 from colonyp2p import codec
 from colonyp2p.core.client import SUBMISSIONS, ClientRole
 from colonyp2p.core.effects import Effect, Observe, Persist, Publish, Reject, Send, SetTimer
-from colonyp2p.core.executor import ExecutorRole
+from colonyp2p.core.executor import OFFER_TO, ExecutorRole
 from colonyp2p.core.keeper import RECORDS, KeeperRole
 from colonyp2p.core.messages import (
     Accept,
@@ -137,16 +137,22 @@ class ColonyNode:
             self.out.append(Send(to, msg))
 
     def publish(self, item: Announcement) -> None:
-        self.out.append(Publish(item))
-        if isinstance(item, SpecAnnounce):
-            # Gossip does not echo our own publications: our executor hears them here,
-            # or a process it ranks first would wait for the next one in line.
-            self.executor.on_spec(item.spec, item.keepers, item.round, self.now)
-            # The executor that ranks first gets it straight away: a direct message
-            # arrives in a millisecond, a gossip hop takes tens of them.
-            first = self.executor.first_choice(item.spec)
-            if first is not None and first != self.member_id:
-                self.send(first, Offer(item))
+        if not isinstance(item, SpecAnnounce):
+            self.out.append(Publish(item))
+            return
+        # Our own executor hears our announcements here (gossip does not echo them).
+        self.executor.on_spec(item.spec, item.keepers, item.round, self.now)
+        # Where ranks are exact, the best-ranked executors get the announcement as a
+        # direct Offer: it arrives in a millisecond where a gossip hop takes tens, and
+        # costs only the executors that would claim it. A first announcement goes no
+        # further; a keeper's re-announcement (round 1 on: the process still waits)
+        # also goes on gossip, to every executor that can run it.
+        best = self.executor.best_ranked(item.spec, OFFER_TO if item.round == 0 else 1)
+        for member in best or ():
+            if member != self.member_id:
+                self.send(member, Offer(item))
+        if not best or item.round > 0:
+            self.out.append(Publish(item))
 
     def persist(self, table: str, key: str, value: Any) -> None:
         self.out.append(Persist(table, key, value))
