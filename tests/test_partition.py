@@ -2,18 +2,17 @@
 or a second result.
 
 Five real daemons, each in its own network namespace, cabled by veth pairs to one bridge
-in a "switch" namespace (10.213.0.0/24, nothing else is ever addressed). Two of the five
-are cut off (their bridge ports go down, so their packets vanish) while they run
-processes and while more are submitted on both sides; the cut lasts longer than a lease;
-then the ports come up again. Every process must end successful, once: the members agree
-on its executor and output, and no daemon's log shows it decided with two values.
+in a "switch" namespace (10.213.0.0/24, nothing else is ever addressed; tests/netns.py).
+Two of the five are cut off (their bridge ports go down, so their packets vanish) while
+they run processes and while more are submitted on both sides; the cut lasts longer than
+a lease; then the ports come up again. Every process must end successful, once: the
+members agree on its executor and output, and no daemon's log shows it decided with two
+values.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,10 +22,10 @@ from typing import Any
 
 import pytest
 from cluster import Cluster, Node, cluster, events, wait_for
+from netns import SUBNET, Network, NotPermitted, missing_tools
 
 pytestmark = pytest.mark.slow
 
-SUBNET = "10.213.0"  # only inside the namespaces made here
 NODES = ("owner", "n1", "n2", "n3", "n4")
 CUT = ("n3", "n4")  # the minority: two of five keepers cannot decide anything
 PARTITION_SECONDS = 12.0  # lease_seconds is 3 (cluster.FAST): leases run out meanwhile
@@ -34,89 +33,11 @@ FIRST_BATCH = 20
 RUN_SECONDS = 3.0  # each process sleeps about this long
 
 
-class NotPermitted(Exception):
-    pass
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["ip", *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and done.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
-
-
-class Network:
-    """A bridge in a switch namespace, and one namespace per node cabled to it."""
-
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
-        self.switch = f"{tag}-sw"
-        self.namespaces: list[str] = []
-        self.ports: dict[str, str] = {}  # node name -> its port on the bridge
-
-    def _namespace(self, name: str) -> str:
-        ns = f"{self.tag}-{name}"
-        _ip("netns", "del", ns, check=False)  # left over by an earlier run with our pid
-        done = _ip("netns", "add", ns, check=False)
-        if done.returncode != 0:
-            if any(s in done.stderr for s in ("not permitted", "Permission denied")):
-                raise NotPermitted(done.stderr.strip())
-            raise RuntimeError(f"ip netns add {ns}: {done.stderr.strip()}")
-        self.namespaces.append(ns)
-        _ip("-n", ns, "link", "set", "lo", "up")
-        return ns
-
-    def start(self) -> None:
-        self._namespace("sw")
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
-
-    def attach(self, name: str, index: int) -> tuple[list[str], str]:
-        """A namespace for node ``name``: the command prefix to run in it, its address."""
-        ns = self._namespace(name)
-        port = self.ports[name] = f"p{index}"
-        _ip(
-            "-n",
-            self.switch,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        )
-        _ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
-        addr = f"{SUBNET}.{10 + index}"
-        _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-        _ip("-n", ns, "link", "set", "eth0", "up")
-        return ["ip", "netns", "exec", ns], addr
-
-    def cut(self, name: str) -> None:
-        _ip("-n", self.switch, "link", "set", self.ports[name], "down")
-
-    def heal(self, name: str) -> None:
-        _ip("-n", self.switch, "link", "set", self.ports[name], "up")
-
-    def close(self) -> None:
-        for ns in reversed(self.namespaces):
-            _ip("netns", "del", ns, check=False)
-        self.namespaces.clear()
-
-
 @pytest.fixture
 def network() -> Iterator[Network]:
-    if shutil.which("ip") is None:
-        pytest.skip("`ip` (iproute2) is not installed: network namespaces are not available here")
+    missing = missing_tools("ip")
+    if missing:
+        pytest.skip(missing)
     net = Network(f"cp2p{os.getpid()}")
     try:
         try:
