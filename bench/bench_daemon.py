@@ -1062,10 +1062,29 @@ def _command(part: str, params: str, args: argparse.Namespace) -> str:
     return " ".join(cmd)
 
 
-# What the second round of work on the daemon changed, by the same commands (history:
-# the figures before are those this file recorded at git c074f6d, 2026-11-25 12:06).
+# What each round of work on the daemon changed, by the same commands (history: the
+# figures before are those this file recorded at git c074f6d, 2026-11-25 12:06, and at
+# git 50d2fd4, 14:40).
 BEFORE_AFTER = [
-    "## Before and after the second round (2026-11-25)",
+    "## Before and after the third round (2026-11-25, afternoon)",
+    "",
+    "Changed: a new process is offered straight to the three best-ranked executors "
+    "(`Offer`) instead of gossiped, where ranks are exact; keepers end the leases of a "
+    "member whose connections all dropped at once, and rankings pass over it; requests "
+    "leave while a step commits; a gather's record is written once its last parent is "
+    "known; never an even number of keepers above 2.",
+    "",
+    "| figure | before (git 50d2fd4) | after |",
+    "|---|---|---|",
+    "| latency p50 / p99, params defaults | 52 / 72 ms | see the table above |",
+    "| latency p50 / p99, params bench | 59 / 76 ms | see the table above |",
+    "| throughput, batched submits (capacity 32, batches of 20) | 162.1/s | see the table above |",
+    "| daemon CPU per process, batched | about 10 ms | see 1. below |",
+    "| a killed executor's process, done elsewhere after | its lease, 10 s | tens of ms "
+    "(bench/results/COMPARE.md, scenario (d)) |",
+    "| 1,000-child fan-out and gather, 3 daemons | 110 s | see bench/results/COMPARE.md |",
+    "",
+    "## Before and after the second round (2026-11-25, morning)",
     "",
     "Changed: claims ranked exactly among few executors and a node's own executor "
     "hearing its announcements (contention gone); a claimant that meets a live lease "
@@ -1549,13 +1568,15 @@ def _md_limits(results: dict[str, Any]) -> list[str]:
             f"{cpus * 1000 / cpu_ms:.0f} processes/s even with the machine to itself (it "
             f"was not: load average {best['load_average_1min'][0]} -> "
             f"{best['load_average_1min'][1]}); 200/s needs about {cpus * 1000 / 200:.0f} ms "
-            "per process. A noop with k = 4 keepers costs about 21 direct messages (StoreSpec,",
-            "   StoreAck, Prepare, Promise, Accept, Accepted, Decide to 3 remote keepers each,",
-            "   the executor's own keeper answering locally), one gossip announcement, and at",
-            "   each keeper 4 committed SQLite transactions (stored, promised, accepted,",
-            "   decided: `synchronous = FULL`, an fsync each unless batched). Each direct",
-            "   message is CBOR-encoded, Ed25519-signed, Noise-encrypted and Yamux-framed in",
-            "   Python on one side and undone and verified on the other.",
+            "per process. With four members a process has k = 3 keepers (never an even",
+            "   number above 2), and a noop costs about 17 direct messages (StoreSpec,",
+            "   StoreAck, Prepare, Promise, Accept, Accepted, Decide to 2 remote keepers each,",
+            "   an executor's own keeper answering locally, up to 3 Offers, a Decide to the",
+            "   submitter), no gossip, and at each keeper 4 committed SQLite transactions",
+            "   (stored, promised, accepted, decided: `synchronous = FULL`, an fsync each",
+            "   unless batched). Each direct message is CBOR-encoded, Ed25519-signed,",
+            "   Noise-encrypted and Yamux-framed in Python on one side and undone and",
+            "   verified on the other (many to one peer share one envelope).",
         ]
         if prof:
             ex = {k: v for k, v in prof.items() if k != "owner"} or prof
@@ -1650,7 +1671,8 @@ def _md_limits(results: dict[str, Any]) -> list[str]:
             "   Noise/Yamux hops and most with an fsync at the receiving keepers: store",
             f"   (submit -> acknowledged, p50 {store:.0f} ms: the API's own commit of the",
             "   submission, the submitter's keeper, then a majority of keepers); announce",
-            "   (gossip to the executors, the claim begun at the executor's own keeper: p50",
+            "   (an Offer straight to the best-ranked executors, the claim begun at the",
+            "   executor's own keeper: p50",
             f"   {p50('acknowledged -> executor'):.0f} ms); prepare (a majority promised: p50",
             f"   {p50('own keeper promised -> running'):.0f} ms); accept (running -> chose, the",
             f"   noop included: p50 {p50('running -> chose'):.0f} ms); and the Decide to the",

@@ -96,7 +96,7 @@ def test_a_re_announcement_goes_on_gossip_and_to_the_best_ranked_executor() -> N
     node.submit(spec, 1.0)
     later = node.on_timer(("tick",), 1.0 + PARAMS.reannounce_after + 0.5)
     published = [e.item for e in later if isinstance(e, fx.Publish)]
-    assert [(type(i), i.round) for i in published] == [(SpecAnnounce, 1)]
+    assert published == [SpecAnnounce(spec, (OWNER.member_id,), 1)]
     assert _offered(later) == _ranked(spec.pid)[:1]
 
 

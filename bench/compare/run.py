@@ -710,10 +710,13 @@ def _targets(results: dict[str, Any]) -> list[str]:
     lease = bd.daemon_params(bd.PARAM_SETS[results["args"]["params"]]).lease_seconds
     out += [
         "",
-        f"A killed colonyp2p executor's process moves on when its lease ({lease:g} s, "
-        "`lease_seconds`) expires at the keepers and another executor claims it; Celery's "
-        "message comes back after the visibility timeout (set to the same 10 s here). Dask's "
-        "scheduler and Ray's raylet see the worker's connection close and reschedule at once.",
+        "A killed colonyp2p executor's keepers see its connections close (the kernel closes "
+        "a killed process's sockets), end its leases at once and offer its processes to the "
+        f"next executor; its lease ({lease:g} s, `lease_seconds`) is only the fallback for a "
+        "holder cut off without a closed connection. Celery's message comes back after the "
+        "visibility timeout (set to 10 s here). Dask's scheduler and Ray's raylet see the "
+        "worker's connection close and reschedule at once. One kill per system and run: "
+        "these figures vary by several milliseconds from run to run.",
     ]
     return [*out, ""]
 
@@ -759,8 +762,10 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "runs it is SIGKILLed 0.2 s after it started; time from the kill to the client "
         "holding the result, and how often the function started and completed (from a file "
         "it appends to). colonyp2p: the executor's whole daemon (the function runs in its "
-        "worker thread), spec `maxretries` 3; Celery: the whole worker node (main and pool "
-        "process); Dask and Ray: the worker process (their nanny / raylet stays).",
+        "worker thread), spec `maxretries` 3, the result read from the submitter's event "
+        "stream (polled every 10 ms from another node if the submitter was killed); "
+        "Celery: the whole worker node (main and pool process); Dask and Ray: the worker "
+        "process (their nanny / raylet stays).",
         f"(e) {a['mib']} MiB of random bytes from the client to a worker, checked there "
         "(length and CRC-32), until the client holds the task's result. colonyp2p: "
         "`colonynode fs put` on the submitter's node (about 1 s of it is the CLI's Python "
