@@ -98,6 +98,7 @@ OUTCOMES_KEPT = 100_000
 LOG_EVERY = 0.25  # seconds between log batches to submitters
 LOG_BATCH = 500  # lines per batch
 MAX_LOG_LINE = 4096
+STATUS_RECHECK = 0.05  # s: how often status_of looks whether a keeper it waits for is lost
 # messages that ask and state nothing this node has yet to make durable (see _carry_out)
 REQUESTS = (StoreSpec, Prepare, Accept, Decide, Renew, Release, Query, Offer)
 
@@ -155,7 +156,7 @@ class Daemon:
         pub_send, pub_recv = trio.open_memory_channel[tuple[str, Announcement]](math.inf)
         self._publish_send, self._publish_recv = pub_send, pub_recv
         self._runs: dict[tuple[str, int], trio.CancelScope] = {}
-        self._status_waiters: dict[str, list[trio.MemorySendChannel[Status]]] = {}
+        self._status_waiters: dict[str, list[trio.MemorySendChannel[tuple[str, Status]]]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.outcomes: dict[str, Outcome] = {}  # results this node learned, newest last
         self._logs: dict[tuple[str, int], _LogBuffer] = {}
@@ -330,7 +331,7 @@ class Daemon:
             )
         if isinstance(msg, Status):
             for waiter in self._status_waiters.get(msg.pid, ()):
-                waiter.send_nowait(msg)
+                waiter.send_nowait((sender, msg))
         self._inbox_send.send_nowait(_Input("message", sender, msg))
 
     def _on_announcement(self, publisher: str, item: Announcement) -> None:
@@ -596,33 +597,32 @@ class Daemon:
         known = self.outcomes.get(pid)
         if known is not None:
             return Status(pid, True, known.kind, decided=known)
-        send, recv = trio.open_memory_channel[Status](16)
+        send, recv = trio.open_memory_channel[tuple[str, Status]](16)
         self._status_waiters.setdefault(pid, []).append(send)
         best: Status | None = None
-        asked = 0
+        waiting: set[str] = set()
         try:
             for keeper in node.keepers_for(pid):
                 if keeper == node.member_id:
                     if rec is not None:
                         best = node.status(pid, time.time())
                     continue
-                if keeper in node.lost:
-                    continue  # it would not answer: do not wait out the timeout for it
-                self._outbox(keeper).send_nowait(Query(pid))
-                asked += 1
-            with trio.move_on_after(timeout if asked else 0.0):
-                async for status in recv:
-                    asked -= 1
+                if keeper not in node.lost:
+                    self._outbox(keeper).send_nowait(Query(pid))
+                    waiting.add(keeper)
+            deadline = trio.current_time() + timeout
+            # until every keeper asked has answered, or was lost meanwhile (a dead
+            # keeper does not answer: do not wait out the timeout for it)
+            while waiting - node.lost and trio.current_time() < deadline:
+                with trio.move_on_after(STATUS_RECHECK):
+                    sender, status = await recv.receive()
+                    waiting.discard(sender)
                     if not status.known:
-                        if asked <= 0:
-                            break
                         continue
                     if best is None or _rank(status) > _rank(best):
                         best = status
                     if status.decided is not None and status.decided.kind != "moved":
                         break
-                    if asked <= 0:
-                        break  # every keeper asked has answered
         finally:
             self._status_waiters[pid].remove(send)
             if not self._status_waiters[pid]:

@@ -85,8 +85,9 @@ def test_a_new_process_is_offered_to_the_best_ranked_executors_and_not_gossiped(
     spec = _kept_here(node, 1)
     effects = node.submit(spec, 1.0)  # its own keeper acknowledges: the client publishes
     assert _offered(effects) == _ranked(spec.pid)[:OFFER_TO]
-    offer = Offer(SpecAnnounce(spec, (OWNER.member_id,), 0))
-    assert all(m == offer for m in _sent(effects) if isinstance(m, Offer))
+    announce = SpecAnnounce(spec, (OWNER.member_id,), 0)
+    offers = [m for m in _sent(effects) if isinstance(m, Offer)]
+    assert offers == [Offer(announce, rank) for rank in range(OFFER_TO)]
     assert not [e for e in effects if isinstance(e, fx.Publish)]
 
 
@@ -171,3 +172,17 @@ def test_a_lost_member_heard_from_again_is_ranked_again() -> None:
         s for s in (_kept_here(node, n * 64) for n in range(4, 40)) if _ranked(s.pid)[0] == a
     )
     assert _offered(node.submit(spec, 3.0))[0] == a
+
+
+def test_an_offer_s_rank_stands_for_a_better_ranked_executor_lost_before_we_knew() -> None:
+    spec = _spec(7)
+    second = _ranked(spec.pid)[1]
+    executor = _node(next(e for e in EXECUTORS if e.member_id == second))
+    keeper = OWNER.member_id
+    # we have not yet noticed that ``best`` is lost; the sender has, and offers rank 0
+    claims = executor.on_message(keeper, Offer(SpecAnnounce(spec, (keeper,), 0), 0), 1.0)
+    assert [m for m in _sent(claims, keeper) if isinstance(m, Prepare)]
+    # without that, we would wait a claim slot for ``best``
+    other = _node(next(e for e in EXECUTORS if e.member_id == second))
+    waits = other.on_message(keeper, Offer(SpecAnnounce(spec, (keeper,), 0), 1), 1.0)
+    assert not [m for m in _sent(waits, keeper) if isinstance(m, Prepare)]

@@ -359,7 +359,7 @@ def cp_kill(
         first = wait_for(lambda: tasks.attempts(str(marker))["first"], 60, "the first start")
         victim = next(n for n in executors if n.pid == int(cast(list[int], first)[0]))
         time.sleep(0.2)  # mid-task
-        t_kill = time.perf_counter()
+        t_kill, killed_at = time.perf_counter(), time.time()
         os.kill(victim.pid, signal.SIGKILL)
         observer = (
             submitter if submitter is not victim else next(n for n in c.nodes if n is not victim)
@@ -375,6 +375,7 @@ def cp_kill(
         "killed": f"the executor's daemon ({victim.name}), which runs the function in a "
         "worker thread",
         "recovered_s": round(t_result - t_kill, 3),
+        "killed_at_unix": round(killed_at, 4),  # to read the daemons' logs against
         "state": state,
         "started": seen["started"],
         "completed": seen["completed"],

@@ -111,7 +111,17 @@ class ExecutorRole:
         scored = [(rendezvous_score(self._key(m), pid), m) for m in matching if m not in lost]
         return [m for _, m in heapq.nsmallest(n, scored)]
 
-    def on_spec(self, spec: SignedSpec, keepers: tuple[str, ...], round_: int, now: float) -> None:
+    def on_spec(
+        self,
+        spec: SignedSpec,
+        keepers: tuple[str, ...],
+        round_: int,
+        now: float,
+        offered_rank: int | None = None,
+    ) -> None:
+        """An announcement; ``offered_rank`` where it came as an Offer, which the sender
+        addressed by its own view of ranks: it may know of a better-ranked executor lost
+        before we do, and then we claim as soon as it says."""
         ad = self.ad
         if ad is None:
             return
@@ -123,6 +133,8 @@ class ExecutorRole:
         p = self.node.params
         score = rendezvous_score(self.my_key, pid)
         slot = self._slot(spec, score)
+        if offered_rank is not None:
+            slot = min(slot, offered_rank)
         if slot >= p.candidate_slots * (2 ** min(round_, 10)):
             return  # better-ranked executors will take it; a re-announcement widens the circle
         ready_at = now + slot * p.claim_slot

@@ -82,6 +82,9 @@ class KeeperRole:
         self._first_seen: dict[tuple[str, str], float] = {}
         self._replicas_asked: dict[str, float] = {}
         self._replicas_known: dict[str, set[str]] = {}
+        # member -> pids it was last promised (so a lost member's leases are found
+        # without a scan of every record); entries go when the record is decided
+        self._held: dict[str, set[str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -92,6 +95,7 @@ class KeeperRole:
                 # Renewals are not persisted: assume the holder may live one more lease.
                 rec = dataclasses.replace(rec, lease_until=max(rec.lease_until, now + lease))
                 self.records[pid] = rec
+                self._held.setdefault(rec.holder, set()).add(pid)
             self._index_parents(rec)
             self._quiet_since[pid] = now
             self.schedule(pid, now)
@@ -222,6 +226,7 @@ class KeeperRole:
             started_at=rec.started_at or (now if msg.purpose == "claim" else 0.0),
         )
         self._save(rec, now)
+        self._held.setdefault(sender, set()).add(rec.pid)
         node.observe(
             "promised",
             rec.pid,
@@ -326,6 +331,9 @@ class KeeperRole:
             rec, decided=value, decided_epoch=epoch, released=True, lease_until=0.0, ended_at=now
         )
         self._save(rec, now)
+        held = self._held.get(rec.holder)
+        if held is not None:
+            held.discard(rec.pid)
         for action in ("recover", "move", "fail"):
             self._first_seen.pop((rec.pid, action), None)
         node = self.node
@@ -464,8 +472,9 @@ class KeeperRole:
     def holder_lost(self, member: str, now: float) -> None:
         """``member`` is lost (see ColonyNode.on_peer_lost): the leases it holds end now.
         Volatile, as renewals are: a restarted keeper gives leases one more term."""
-        for pid, rec in self.records.items():
-            if rec.holder == member and rec.decided is None and rec.leased(now):
+        for pid in self._held.pop(member, ()):
+            rec = self.records.get(pid)
+            if rec is not None and rec.holder == member and rec.leased(now) and not rec.decided:
                 self.records[pid] = dataclasses.replace(rec, lease_until=now)
                 self.schedule(pid, now)
         self.tick(now)  # now, not at the next maintenance tick

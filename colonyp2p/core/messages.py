@@ -213,6 +213,7 @@ class Offer:
     announcement to everyone else, who claim in later slots if this one does not."""
 
     announce: SpecAnnounce
+    rank: int = 0  # the receiver's rank among the executors offered it, as the sender sees
 
 
 @dataclass(frozen=True, slots=True)

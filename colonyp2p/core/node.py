@@ -148,9 +148,9 @@ class ColonyNode:
         # further; a keeper's re-announcement (round 1 on: the process still waits)
         # also goes on gossip, to every executor that can run it.
         best = self.executor.best_ranked(item.spec, OFFER_TO if item.round == 0 else 1)
-        for member in best or ():
+        for rank, member in enumerate(best or ()):
             if member != self.member_id:
-                self.send(member, Offer(item))
+                self.send(member, Offer(item, rank))
         if not best or item.round > 0:
             self.out.append(Publish(item))
 
@@ -377,7 +377,7 @@ class ColonyNode:
         if item.spec.colony_id != self.membership.colony_id:
             self.reject("wrong_colony", f"offer of colony {item.spec.colony_id[:12]}")
             return
-        self.executor.on_spec(item.spec, item.keepers, item.round, now)
+        self.executor.on_spec(item.spec, item.keepers, item.round, now, msg.rank)
 
     def _on_membership_request(self, sender: str, msg: MembershipRequest, now: float) -> None:
         if msg.have_version < self.membership.version:
