@@ -108,11 +108,16 @@ def configure(
     node.home.save_config(config)
 
 
-def found(c: Cluster, params: dict[str, float], executortype: str | None = "local") -> Node:
+def found(
+    c: Cluster,
+    params: dict[str, float],
+    executortype: str | None = "local",
+    capacity: int | None = None,
+) -> Node:
     owner = c.node("owner")
     owner.cli("init")
     owner.cli("colony", "create", "benchcolony")
-    configure(owner, params, executortype)
+    configure(owner, params, executortype, capacity)
     owner.cli("start")
     return owner
 
@@ -545,11 +550,14 @@ def bench_throughput(
     profile: float,
     capacity: int,
     batch: int = 1,
+    owner_executes: bool = False,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "daemons": 4,
+        "daemons": 3 if owner_executes else 4,
         "executors": 3,
-        "owner": 'no executor ("executor": null): submits and keeps records only',
+        "owner": "an executor too: submits, keeps records and runs processes"
+        if owner_executes
+        else 'no executor ("executor": null): submits and keeps records only',
         "capacity_per_executor": capacity,
         "submit_batch": batch,
         "fresh_colony_per_run": True,
@@ -561,10 +569,13 @@ def bench_throughput(
         # a fresh colony each time: a run must not inherit the previous one's backlog
         with colony(root / f"run{i}") as c:
             t_setup = time.perf_counter()
-            owner = found(c, params, executortype=None)
-            for k in range(1, 4):
+            if owner_executes:
+                owner = found(c, params, capacity=capacity)
+            else:
+                owner = found(c, params, executortype=None)
+            for k in range(1, 3 if owner_executes else 4):
                 add_member(c, f"e{k}", owner, params, capacity=capacity)
-            settle(c.nodes, c.nodes[1:])
+            settle(c.nodes, c.nodes if owner_executes else c.nodes[1:])
             setup_s = time.perf_counter() - t_setup
             nodes = c.nodes if spread else [owner]
             # event streams only from the nodes submitting (each stream costs its node)
@@ -978,6 +989,12 @@ def main() -> int:
         "--no-spread", action="store_true", help="no throughput run spread over all daemons"
     )
     parser.add_argument(
+        "--owner-executes",
+        action="store_true",
+        help="throughput: three daemons, all executors, the owner one of them (as in "
+        "bench/compare's 3-daemon colony), instead of an owner without executor and three",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="only rewrite DAEMON.md from daemon.json"
     )
     args = parser.parse_args()
@@ -1013,7 +1030,14 @@ def main() -> int:
                     if not args.no_spread:
                         runs.append((max(args.clients), True))
                     entry = bench_throughput(
-                        home, params, args.total, runs, args.profile, args.capacity, args.batch
+                        home,
+                        params,
+                        args.total,
+                        runs,
+                        args.profile,
+                        args.capacity,
+                        args.batch,
+                        args.owner_executes,
                     )
                 else:
                     entry = bench_join(home, params, args.repeats)
@@ -1023,6 +1047,8 @@ def main() -> int:
                 if part == "throughput" and (args.batch != 1 or args.capacity != 2):
                     # another way of submitting: kept beside the plain runs
                     key = f"{name}, capacity {args.capacity}, batches of {args.batch}"
+                if part == "throughput" and args.owner_executes:
+                    key += ", owner executes (3 daemons)"
                 entry["git_head"] = results["machine"].get("git_head", "")
                 entry["git_uncommitted"] = results["machine"].get("git_uncommitted", [])
                 entry["date"] = time.strftime("%Y-%m-%d %H:%M")
@@ -1057,6 +1083,7 @@ def _command(part: str, params: str, args: argparse.Namespace) -> str:
         cmd += ["--no-spread"] if args.no_spread else []
         cmd += [f"--capacity {args.capacity}"] if args.capacity != 2 else []
         cmd += [f"--batch {args.batch}"] if args.batch != 1 else []
+        cmd += ["--owner-executes"] if args.owner_executes else []
     else:
         cmd += [f"--repeats {args.repeats}"]
     return " ".join(cmd)
@@ -1317,7 +1344,9 @@ def _md_throughput(part: dict[str, Any]) -> list[str]:
         "(each as soon as its previous submit returned, i.e. as fast as the API",
         "acknowledges), or, for entries with `batches of N`, `ApiClient.submit_many`",
         "with N noops a call (`POST /v1/processes/batch`, what `Colony.submit_many`",
-        "does); results are told by the submitting node's event stream.",
+        "does); results are told by the submitting node's event stream. Entries marked",
+        "`owner executes (3 daemons)` have no fourth daemon: the owner, which takes the",
+        "submits, is one of the three executors (as in bench/compare's 3-daemon colony).",
         "Throughput = successful processes / (first submit -> last result); in a run where",
         "some processes never ended, / (first submit -> end of the wait) instead. Each run",
         f"has a fresh colony. A run stops submitting after {SUBMIT_CAP:g} s and waits at most",
@@ -1562,14 +1591,14 @@ def _md_limits(results: dict[str, Any]) -> list[str]:
         out += [
             f"**Throughput ({best['successful_per_s']}/s at best, target 200/s).**",
             "",
-            f"1. *CPU per process.* In the best run the four daemons used {cpu_ms:.0f} ms of "
-            f"CPU per process, together ({best['daemon_cpu_s']} CPU seconds for {ended} "
-            f"processes). On {cpus} cores that alone caps the colony at about "
+            f"1. *CPU per process.* In the best run the {tp['daemons']} daemons used "
+            f"{cpu_ms:.0f} ms of CPU per process, together ({best['daemon_cpu_s']} CPU "
+            f"seconds for {ended} processes). On {cpus} cores that alone caps the colony at about "
             f"{cpus * 1000 / cpu_ms:.0f} processes/s even with the machine to itself (it "
             f"was not: load average {best['load_average_1min'][0]} -> "
             f"{best['load_average_1min'][1]}); 200/s needs about {cpus * 1000 / 200:.0f} ms "
-            "per process. With four members a process has k = 3 keepers (never an even",
-            "   number above 2), and a noop costs about 17 direct messages (StoreSpec,",
+            "per process. With three or four members a process has k = 3 keepers (never",
+            "   an even number above 2), and a noop costs about 17 direct messages (StoreSpec,",
             "   StoreAck, Prepare, Promise, Accept, Accepted, Decide to 2 remote keepers each,",
             "   an executor's own keeper answering locally, up to 3 Offers, a Decide to the",
             "   submitter), no gossip, and at each keeper 4 committed SQLite transactions",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from cluster import FAST, Node, cluster, events, wait_for
+from cluster import FAST, Cluster, Node, cluster, events, wait_for
 
 from colonyp2p.core.messages import Message, Query, SpecAnnounce, StoreSpec
 from colonyp2p.core.topics import spec_topic
@@ -58,31 +59,40 @@ def test_five_daemons_form_a_colony_and_run_a_function_on_another(tmp_path: Path
         assert len(others[1].call(lambda api: api.processes())) == before
 
 
+def _kill_the_runner(
+    c: Cluster, spec_args: float, deadline: float, params: dict[str, float] | None = None
+) -> tuple[Node, Node, dict[str, Any]]:
+    """Two workers; the one that starts a ``sleep`` is SIGKILLed. Returns the owner, the
+    other worker and the process as it ended."""
+    owner = c.found(params=params)
+    w1 = c.join("w1", owner, executortype="worker", params=params)
+    w2 = c.join("w2", owner, executortype="worker", params=params)
+    spec = {
+        "funcname": "sleep",
+        "args": [spec_args],
+        "conditions": {"executortype": "worker"},
+        "maxretries": 3,
+    }
+    pid = owner.submit(spec)["pid"]
+
+    def runner() -> Node | None:
+        for w in (w1, w2):
+            if any(e["kind"] == "running" and e["pid"] == pid for e in events(w)):
+                return w
+        return None
+
+    first = wait_for(runner, 20, "a worker to start the process")
+    second = w2 if first is w1 else w1
+    first.kill9()
+    process = wait_for(lambda: owner.finished(pid), deadline, "the process to finish elsewhere")
+    return owner, second, process
+
+
 def test_a_killed_executor_s_process_runs_elsewhere_and_is_accepted_once(
     tmp_path: Path,
 ) -> None:
     with cluster(tmp_path) as c:
-        owner = c.found()
-        w1 = c.join("w1", owner, executortype="worker")
-        w2 = c.join("w2", owner, executortype="worker")
-        spec = {
-            "funcname": "sleep",
-            "args": [2.0],
-            "conditions": {"executortype": "worker"},
-            "maxretries": 3,
-        }
-        pid = owner.submit(spec)["pid"]
-
-        def runner() -> Node | None:
-            for w in (w1, w2):
-                if any(e["kind"] == "running" and e["pid"] == pid for e in events(w)):
-                    return w
-            return None
-
-        first = wait_for(runner, 20, "a worker to start the process")
-        second = w2 if first is w1 else w1
-        first.kill9()
-        process = wait_for(lambda: owner.finished(pid), 40, "the process to finish elsewhere")
+        owner, second, process = _kill_the_runner(c, 2.0, 40)
         assert process["state"] == "successful"
         assert process["executor"] == second.member_id
         assert process["output"] == [2.0]
@@ -91,7 +101,7 @@ def test_a_killed_executor_s_process_runs_elsewhere_and_is_accepted_once(
             (e.get("executor", ""), e.get("value"))
             for node in (owner, second)
             for e in events(node)
-            if e["kind"] == "decided" and e["pid"] == pid and e.get("outcome") != "moved"
+            if e["kind"] == "decided" and e["pid"] == process["pid"] and e.get("outcome") != "moved"
         }
         assert len({value for _, value in decided}) == 1, decided
 
@@ -100,25 +110,10 @@ def test_a_killed_executor_s_process_moves_on_when_its_connections_drop(
     tmp_path: Path,
 ) -> None:
     # Leases far longer than the deadline: the process can only finish in time because
-    # the keepers end a lease at once when every connection to its holder drops.
-    params = {**FAST, "lease_seconds": 600.0}
+    # the keepers end a lease at once when every connection to its holder drops. (A
+    # holder cut off without a closed connection waits for its lease: test_partition.)
     with cluster(tmp_path) as c:
-        owner = c.found(params=params)
-        w1 = c.join("w1", owner, executortype="worker", params=params)
-        w2 = c.join("w2", owner, executortype="worker", params=params)
-        spec = {"funcname": "sleep", "args": [5.0], "conditions": {"executortype": "worker"}}
-        pid = owner.submit(spec)["pid"]
-
-        def runner() -> Node | None:
-            for w in (w1, w2):
-                if any(e["kind"] == "running" and e["pid"] == pid for e in events(w)):
-                    return w
-            return None
-
-        first = wait_for(runner, 20, "a worker to start the process")
-        second = w2 if first is w1 else w1
-        first.kill9()
-        process = wait_for(lambda: owner.finished(pid), 60, "the process to finish elsewhere")
+        _, second, process = _kill_the_runner(c, 5.0, 60, {**FAST, "lease_seconds": 600.0})
         assert process["state"] == "successful"
         assert process["executor"] == second.member_id
 
