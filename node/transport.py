@@ -444,12 +444,24 @@ class Transport:
         finally:
             # Checked here, where the peer's stream ends with its connection: py-libp2p
             # tells its notifees of a closed connection only 100 ms later.
-            if self._on_peer_lost is not None and _connection_gone(stream):
+            if self._on_peer_lost is not None and self._lost(stream):
                 try:
                     self._on_peer_lost(peer)
                 except Exception:
                     log.exception("the lost-peer callback failed for %s", peer)
         await reset_stream(stream)
+
+    def _lost(self, stream: Any) -> bool:
+        """Whether ``stream`` ended with its connection and no other connection to the
+        peer remains (one replaced by a newer dial is not a lost peer)."""
+        muxed = stream.muxed_conn
+        if not _closing(muxed) or self._host is None:
+            return False
+        try:
+            others = self._host.get_network().get_connections(muxed.peer_id)
+        except Exception:
+            others = []
+        return all(c.muxed_conn is muxed or _closing(c.muxed_conn) for c in others)
 
     def _receive(self, peer: str, raw: bytes) -> None:
         try:
@@ -581,12 +593,11 @@ class Transport:
         return self._host
 
 
-def _connection_gone(stream: Any) -> bool:
-    """Whether the connection that carried ``stream`` is closed or closing (Yamux sets
+def _closing(muxed: Any) -> bool:
+    """Whether a muxed connection is closed or closing (Yamux sets
     ``event_shutting_down`` before it wakes the connection's streams)."""
-    conn = stream.muxed_conn
-    shutting = getattr(conn, "event_shutting_down", None)
-    return bool(conn.is_closed or (shutting is not None and shutting.is_set()))
+    shutting = getattr(muxed, "event_shutting_down", None)
+    return bool(muxed.is_closed or (shutting is not None and shutting.is_set()))
 
 
 def _call(callback: Callable[[str, Any], None], sender: str, body: Any) -> None:

@@ -42,7 +42,22 @@ from colonyp2p.simulations.colony import Colony, build
 from colonyp2p.simulations.scenario import Scenario
 
 # event kinds
-MSG, GOSSIP, TIMER, DONE, SUBMIT, CRASH, RESTART, CUT, HEAL, JOIN, REVOKE, SAMPLE, CHECK = range(13)
+(
+    MSG,
+    GOSSIP,
+    TIMER,
+    DONE,
+    SUBMIT,
+    CRASH,
+    RESTART,
+    CUT,
+    HEAL,
+    JOIN,
+    REVOKE,
+    SAMPLE,
+    CHECK,
+    LOST,
+) = range(14)
 KIND_NAMES = (
     "msg",
     "gossip",
@@ -57,6 +72,7 @@ KIND_NAMES = (
     "revoke",
     "sample",
     "check",
+    "lost",
 )
 CHECK_EVERY = 10.0  # simulated seconds between colony-wide durability checks
 CUT_OFF_AFTER = 5.0  # a revoked member's device is cut off this long after the revocation
@@ -179,6 +195,9 @@ class Simulation:
         self.pending_submissions = len(colony.submissions)
         self.all_pids: list[str] = []
         self.seen_ads: dict[tuple[str, float], bytearray] = {}
+        # who has heard from whom: a member's crash closes its connections to these (a
+        # cut does not: no connection closes when a network fails silently)
+        self.contacts: list[set[int]] = [set() for _ in self.mids]
         for idx in range(len(self.mids)):
             self._subscribe(idx)
 
@@ -287,6 +306,12 @@ class Simulation:
             self._revoke(a)
         elif kind == SAMPLE:
             self._sample()
+        elif kind == LOST:
+            node = self.nodes[a]
+            if node is not None and self.incarnation[a] == c:
+                self._trace(f"L #{a} lost #{b}")
+                self.counters["peers_lost"] += 1
+                self._apply(a, node.on_peer_lost(self.mids[b], self.node_now(a)))
         elif kind == CHECK:
             self.checker.check_stored(self.revoked, self.now)
             self.push(self.now + CHECK_EVERY, CHECK)
@@ -343,6 +368,15 @@ class Simulation:
         self.incarnation[idx] += 1
         for key in [k for k in self.executions if k[0] == idx]:
             del self.executions[key]
+        # the kernel closes a dead process's connections: its peers notice (the daemon's
+        # transport reports a peer whose stream ends with its connection)
+        self.contacts[idx].clear()
+        for other, heard in enumerate(self.contacts):
+            if idx in heard:
+                heard.discard(idx)
+                if self.nodes[other] is not None:
+                    at = self.now + self.net.latency
+                    self.push(at, LOST, other, idx, self.incarnation[other])
 
     def _restart(self, idx: int) -> None:
         if self.nodes[idx] is not None or idx in self.revoked:
@@ -411,6 +445,7 @@ class Simulation:
         if self.partitioned and self.side[src] != self.side[dst]:
             self.counters["messages_partitioned"] += 1
             return
+        self.contacts[dst].add(src)
         self._apply(dst, node.on_message(self.mids[src], msg, self.node_now(dst)))
 
     def _publish(self, src: int, item: Announcement) -> None:
@@ -557,6 +592,7 @@ class Simulation:
         self.disks.append({})
         self.skew.append(self.rng.uniform(-1, 1) * self.scenario.faults.clock_skew)
         self.side.append(0)
+        self.contacts.append(set())
         for seen in self.seen_ads.values():
             seen.append(0)
         self._subscribe(idx)

@@ -105,6 +105,21 @@ def test_a_faulty_run_ends_with_nothing_lost_and_one_result_each(
         assert c["messages_partitioned"] > 0
 
 
+def test_crashed_holders_are_noticed_without_waiting_for_their_leases() -> None:
+    # Leases outlast the run's time limit: crashed executors' processes can only end in
+    # time because a crash closes connections and the keepers end those leases at once.
+    text = SMALL.split("[[faults.partitions]]")[0].replace(
+        "max_simulated_seconds = 900", "max_simulated_seconds = 200"
+    )
+    long_leases = scenarios.parse(text + "\n[params]\nlease_seconds = 400\n")
+    for seed in (1, 2):
+        result = simulate(long_leases, seed)
+        s = result.summary()
+        assert s["violation"] is None, result.history
+        assert s["terminal"] and s["lost"] == 0 and s["duplicate_results"] == 0
+        assert s["counters"]["crashes"] > 0 and s["counters"]["peers_lost"] > 0
+
+
 def test_hanging_runs_and_errors_fail_their_processes(small: scenarios.Scenario) -> None:
     sim = Simulation(small, 4)
     result = sim.run()
