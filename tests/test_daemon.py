@@ -60,7 +60,7 @@ def test_five_daemons_form_a_colony_and_run_a_function_on_another(tmp_path: Path
 
 
 def _kill_the_runner(
-    c: Cluster, spec_args: float, deadline: float, params: dict[str, float] | None = None
+    c: Cluster, sleep_s: float, deadline: float, params: dict[str, float] | None = None
 ) -> tuple[Node, Node, dict[str, Any]]:
     """Two workers; the one that starts a ``sleep`` is SIGKILLed. Returns the owner, the
     other worker and the process as it ended."""
@@ -69,7 +69,7 @@ def _kill_the_runner(
     w2 = c.join("w2", owner, executortype="worker", params=params)
     spec = {
         "funcname": "sleep",
-        "args": [spec_args],
+        "args": [sleep_s],
         "conditions": {"executortype": "worker"},
         "maxretries": 3,
     }

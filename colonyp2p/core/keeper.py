@@ -474,7 +474,9 @@ class KeeperRole:
         Volatile, as renewals are: a restarted keeper gives leases one more term."""
         for pid in self._held.pop(member, ()):
             rec = self.records.get(pid)
-            if rec is not None and rec.holder == member and rec.leased(now) and not rec.decided:
+            if rec is None or rec.decided is not None:
+                continue
+            if rec.holder == member and rec.leased(now):
                 self.records[pid] = dataclasses.replace(rec, lease_until=now)
                 self.schedule(pid, now)
         self.tick(now)  # now, not at the next maintenance tick

@@ -208,9 +208,8 @@ class LogLines:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """A SpecAnnounce sent straight to the executor that ranks first for the process:
-    it claims at once instead of a gossip hop later. Gossip still carries the same
-    announcement to everyone else, who claim in later slots if this one does not."""
+    """A SpecAnnounce sent straight to one of the executors that rank best for the
+    process (see ColonyNode.publish): it claims in its slot without a gossip hop."""
 
     announce: SpecAnnounce
     rank: int = 0  # the receiver's rank among the executors offered it, as the sender sees

@@ -218,8 +218,7 @@ class ColonyNode:
                 f"message from {sender}, not a member of version {self.membership.version}",
             )
             return out
-        if sender in self.lost:
-            self.lost.discard(sender)
+        self.lost.discard(sender)
         self._dispatch(sender, msg, now)
         return out
 
