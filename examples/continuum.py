@@ -213,8 +213,10 @@ def _report(
         "seconds": round(seconds, 1),
         "forecast_on": kind,
         "out": str(out),
+        "members": names,
         "processes": {
             name: {
+                "pid": p.pid,
                 "state": p.state if p.result is None else "successful",
                 "ran_on": names.get(p.executor, p.executor[-8:]),
                 "output": p.output or [],

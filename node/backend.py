@@ -65,6 +65,7 @@ class DaemonBackend:
                 "capacity": ad.capacity,
                 "running": len(node.executor.active),
             },
+            "executors_known": len(node.ads),
             "records": len(node.keeper.records),
             "rejected": {**transport.rejections.as_dict(), **dict(node.counters)},
         }

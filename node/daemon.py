@@ -42,6 +42,7 @@ from colonyp2p.core.effects import (
 from colonyp2p.core.messages import (
     MAX_BATCH,
     Accept,
+    AdAnnounce,
     Announcement,
     Decide,
     LogLines,
@@ -503,11 +504,15 @@ class Daemon:
         # quickly at first: the first announcements may go out before gossip has a mesh
         pauses = itertools.chain(ADDRS_FIRST, itertools.repeat(ADDRS_EVERY))
         while True:
+            topic = colony_topic(self.node.membership.colony_id)
             addrs = tuple(self.transport.addrs)
             if addrs:
-                self._publish_send.send_nowait(
-                    (colony_topic(self.node.membership.colony_id), PeerAddrs(addrs))
-                )
+                self._publish_send.send_nowait((topic, PeerAddrs(addrs)))
+            # our ad too, for the same reason: the core publishes it at start, when the
+            # mesh may have no peers yet, and then only once a minute
+            ad = self.node.executor.ad
+            if ad is not None:
+                self._publish_send.send_nowait((topic, AdAnnounce(ad)))
             with trio.move_on_after(next(pauses)):
                 await self._addrs_due.wait()
                 await trio.sleep(ADDRS_SOON)  # one announcement for a burst of newcomers

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from colonyp2p.core.ranking import rendezvous_score
+from colonyp2p.identity import dht_key
+
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -28,7 +31,11 @@ def test_the_continuum_example_runs_end_to_end(tmp_path: Path) -> None:
     assert report["ok"], shown.getvalue()
     processes = report["processes"]
     measured = [processes[f"measure-{site}"] for site in continuum.SITES]
-    assert len({p["ran_on"] for p in measured}) >= 2, processes  # fanned out
+    # fanned out: each measure goes first to the edge executor that ranks best for it,
+    # so they run on two or more nodes unless one node ranks best for all six (1 in 243)
+    edge = [m for m, name in report["members"].items() if name in ("gateway", "edge-1", "edge-2")]
+    best = {min(edge, key=lambda m: rendezvous_score(dht_key(m), p["pid"])) for p in measured}
+    assert len({p["ran_on"] for p in measured}) >= min(2, len(best)), processes
     assert processes["gather"]["ran_on"] == "gateway"  # the only node serving gather
     summary = continuum.gather([continuum.measure(site) for site in continuum.SITES])
     assert processes["gather"]["output"] == [summary]

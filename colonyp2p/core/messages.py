@@ -216,13 +216,23 @@ class Offer:
 
 
 @dataclass(frozen=True, slots=True)
-class MembershipRequest:
+class CatchUp:
+    """A starting node's question to one member at a time, until one answers (see
+    core/catchup.py): which executors are there, and is there a newer membership?
+    It carries the asker's own ad, so at least the member asked learns it at once."""
+
     have_version: int
+    ad: ExecutorAd | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class MembershipReply:
-    membership: MembershipSet
+class CaughtUp:
+    """The answer: every executor ad the member knows (each signed by its executor, so
+    the asker verifies them; at most CATCHUP_ADS per message) and its membership where
+    newer than the asker's."""
+
+    ads: tuple[ExecutorAd, ...] = ()
+    membership: MembershipSet | None = None
 
 
 Message = (
@@ -245,8 +255,8 @@ Message = (
     | SetAttributes
     | LogLines
     | Offer
-    | MembershipRequest
-    | MembershipReply
+    | CatchUp
+    | CaughtUp
 )
 
 
@@ -334,8 +344,8 @@ MESSAGE_TYPES: dict[str, type] = {
         SetAttributes,
         LogLines,
         Offer,
-        MembershipRequest,
-        MembershipReply,
+        CatchUp,
+        CaughtUp,
         SpecAnnounce,
         AdAnnounce,
         MembershipAnnounce,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colonyp2p import codec
+from colonyp2p.core.catchup import CatchUpRole
 from colonyp2p.core.client import SUBMISSIONS, ClientRole
 from colonyp2p.core.effects import Effect, Observe, Persist, Publish, Reject, Send, SetTimer
 from colonyp2p.core.executor import OFFER_TO, ExecutorRole
@@ -21,13 +22,13 @@ from colonyp2p.core.messages import (
     Accepted,
     AdAnnounce,
     Announcement,
+    CatchUp,
+    CaughtUp,
     Decide,
     Install,
     InstallAck,
     LogLines,
     MembershipAnnounce,
-    MembershipReply,
-    MembershipRequest,
     Message,
     Offer,
     Outcome,
@@ -104,6 +105,7 @@ class ColonyNode:
         self.proposer = Proposer(self)
         self.executor = ExecutorRole(self, ad)
         self.client = ClientRole(self, dict(durable.get(SUBMISSIONS, {})))
+        self.catchup = CatchUpRole(self)
         self._handlers: dict[type, Callable[[str, Any, float], None]] = {
             StoreSpec: self.keeper.on_store,
             StoreAck: self.client.on_store_ack,
@@ -124,8 +126,8 @@ class ColonyNode:
             SetAttributes: self.keeper.on_set_attributes,
             LogLines: _ignore,
             Offer: self._on_offer,
-            MembershipRequest: self._on_membership_request,
-            MembershipReply: self._on_membership_reply,
+            CatchUp: self.catchup.on_request,
+            CaughtUp: self.catchup.on_reply,
         }
 
     # --- what the roles use --------------------------------------------------------------
@@ -197,6 +199,7 @@ class ColonyNode:
         self.client.restore(now)
         self.set_timer(now + self.params.tick, ("tick",))
         self._announce_self(now)
+        self.catchup.start(now)
         return out
 
     def _announce_self(self, now: float) -> None:
@@ -248,7 +251,7 @@ class ColonyNode:
         if self.revoked:
             return out
         if isinstance(item, MembershipAnnounce):
-            self._adopt(item.membership, now, from_peer=True)
+            self.learn_membership(item.membership, now)
             return out
         if not self.membership.is_member(publisher):
             self.reject("not_member", f"announcement from {publisher}")
@@ -263,11 +266,16 @@ class ColonyNode:
             if ad.executor_id != publisher or not self.membership.is_member(ad.executor_id):
                 self.reject("bad_ad", f"ad for {ad.executor_id} published by {publisher}")
                 return out
-            known = self.ads.get(ad.executor_id)
-            if known is None or known.issued_at < ad.issued_at:
-                self.ads[ad.executor_id] = ad
-                self.executor.ads_changed(known, ad)
+            self.learn_ad(ad)
         return out
+
+    def learn_ad(self, ad: ExecutorAd) -> None:
+        """Keep ``ad`` unless an ad of its executor as new or newer is known (the caller
+        has checked that the ad is its executor's)."""
+        known = self.ads.get(ad.executor_id)
+        if known is None or known.issued_at < ad.issued_at:
+            self.ads[ad.executor_id] = ad
+            self.executor.ads_changed(known, ad)
 
     def on_timer(self, key: tuple[Any, ...], now: float) -> list[Effect]:
         out = self._begin(now)
@@ -285,6 +293,8 @@ class ColonyNode:
             self.proposer.on_renew_timer(key[1], key[2], now)
         elif kind == "submit":
             self.client.on_timer(key[1], now)
+        elif kind == "catchup":
+            self.catchup.on_timer(key[1], now)
         elif kind == "ad" and self.executor.ad is not None:
             self.publish(AdAnnounce(self.executor.ad))
             self.set_timer(now + AD_EVERY, ("ad",))
@@ -378,12 +388,9 @@ class ColonyNode:
             return
         self.executor.on_spec(item.spec, item.keepers, item.round, now, msg.rank)
 
-    def _on_membership_request(self, sender: str, msg: MembershipRequest, now: float) -> None:
-        if msg.have_version < self.membership.version:
-            self.send(sender, MembershipReply(self.membership))
-
-    def _on_membership_reply(self, sender: str, msg: MembershipReply, now: float) -> None:
-        self._adopt(msg.membership, now, from_peer=True)
+    def learn_membership(self, membership: MembershipSet, now: float) -> None:
+        """A membership version a peer sent: adopted if it is a valid successor."""
+        self._adopt(membership, now, from_peer=True)
 
     # --- decisions ---------------------------------------------------------------------------
 
