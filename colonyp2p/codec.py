@@ -25,24 +25,36 @@ T = TypeVar("T")
 MAX_DEPTH = 32
 
 
+_SCALARS = frozenset({str, int, float, bytes, bool, type(None)})
+# Per dataclass: its fields' names, each with whether it is declared float. Encoding
+# runs for every message sent and received; the plan saves the dataclasses machinery.
+_PLANS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
 def to_data(obj: Any) -> Any:
     """Plain CBOR/JSON-able data for an object (dataclasses become maps, tuples lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_data(_as_declared(f, getattr(obj, f.name))) for f in _fields(type(obj))}
-    if isinstance(obj, tuple | list):
-        return [to_data(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_data(v) for k, v in obj.items()}
-    return obj
-
-
-def _as_declared(f: dataclasses.Field[Any], value: Any) -> Any:
-    # An int in a float field (FunctionSpec(maxwaittime=-1)) must encode as the float it
-    # decodes to; otherwise the object's canonical bytes, hence its hash and signature,
-    # change on the way through the wire.
-    if type(value) is int and f.type in (float, "float"):
-        return float(value)
-    return value
+    tp = type(obj)
+    if tp in _SCALARS:
+        return obj
+    plan = _PLANS.get(tp)
+    if plan is None:
+        if isinstance(obj, tuple | list):
+            return [to_data(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: to_data(v) for k, v in obj.items()}
+        if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+            return obj
+        plan = _PLANS[tp] = _plan(tp)
+    out: dict[str, Any] = {}
+    for name, is_float in plan:
+        value = getattr(obj, name)
+        # An int in a float field (FunctionSpec(maxwaittime=-1)) must encode as the
+        # float it decodes to; otherwise the object's canonical bytes, hence its hash
+        # and signature, change on the way through the wire.
+        if is_float and type(value) is int:
+            value = float(value)
+        out[name] = value if type(value) in _SCALARS else to_data(value)
+    return out
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -73,6 +85,10 @@ def loads_canonical(raw: bytes) -> Any:
 def from_data(tp: type[T], data: Any, where: str = "") -> T:
     """Build a ``tp`` from plain data, raising MalformedMessage with the path of the bad field."""
     return typing.cast(T, _convert(tp, data, where or _name(tp), 0))
+
+
+def _plan(cls: type) -> tuple[tuple[str, bool], ...]:
+    return tuple((f.name, f.type in (float, "float")) for f in _fields(cls))
 
 
 @functools.cache

@@ -100,9 +100,10 @@ class ApiBackend(Protocol):
         """A meta-filesystem job's progress and result; None if unknown (404)."""
         ...
 
-    def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
+    def events(self, since: int) -> AsyncIterator[list[dict[str, Any]]]:
         """Events (process state changes, logs) after sequence number ``since``, in
-        order, then new ones as they happen; the server closes it when the client leaves."""
+        order, then new ones as they happen, as many at a time as there are (each list
+        is one write); the server closes it when the client leaves."""
         ...
 
 
@@ -416,8 +417,9 @@ class _Connection:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_for_hangup, nursery.cancel_scope)
-                async for event in events:
-                    await self._send(h11.Data(data=_json_bytes(event) + b"\n"))
+                async for batch in events:
+                    lines = b"".join(_json_bytes(event) + b"\n" for event in batch)
+                    await self._send(h11.Data(data=lines))
                 ended = True
                 nursery.cancel_scope.cancel()
             if ended:
@@ -467,13 +469,13 @@ class _Connection:
         ]
         if close:
             headers.append(("Connection", "close"))
-        await self._send(_response(status, headers))
-        await self._send(h11.Data(data=body))
-        await self._send(h11.EndOfMessage())
+        await self._send(_response(status, headers), h11.Data(data=body), h11.EndOfMessage())
         return not close
 
-    async def _send(self, event: Any) -> None:
-        data = self.conn.send(event)
+    async def _send(self, *events: Any) -> None:
+        # one write for the lot: a busy client's answers are a third of the node's time,
+        # much of it in send syscalls
+        data = b"".join(self.conn.send(event) or b"" for event in events)
         if data:
             with trio.fail_after(self.limits.write_timeout):
                 await self.stream.send_all(data)

@@ -65,7 +65,6 @@ class DaemonBackend:
                 "capacity": ad.capacity,
                 "running": len(node.executor.active),
             },
-            "executors_known": len(node.ads),
             "records": len(node.keeper.records),
             "rejected": {**transport.rejections.as_dict(), **dict(node.counters)},
         }
@@ -261,15 +260,15 @@ class DaemonBackend:
         job = self.daemon.fs.jobs.get(job_id)
         return None if job is None else job.as_dict()
 
-    async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, since: int) -> AsyncIterator[list[dict[str, Any]]]:
         d = self.daemon
         last = since
         while True:
             fresh = d.events_after(last)
-            for event in fresh:
-                last = event["seq"]
-                yield event
-            if not fresh:
+            if fresh:
+                last = fresh[-1]["seq"]
+                yield fresh
+            else:
                 await d.wait_event()
 
 

@@ -18,7 +18,6 @@ from colonyp2p.node import cli_fs
 from colonyp2p.node.cli_node import register
 from colonyp2p.simulations import scenario as scenarios
 from colonyp2p.simulations.engine import Result, Simulation, simulate
-from colonyp2p.simulations.plot import plot
 from colonyp2p.simulations.report import print_violation, summary_table
 
 app = typer.Typer(
@@ -63,6 +62,11 @@ def _report(result: Result, json_out: Path | None, plot_out: Path | None) -> Non
         json_out.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
         console.print(f"summary written to {json_out}")
     if plot_out is not None:
+        # imported here: matplotlib would cost every command 0.3 s and every daemon
+        # (which runs this module) 30 MB, which also slows the kernel's teardown of a
+        # killed daemon and with it its peers' noticing
+        from colonyp2p.simulations.plot import plot
+
         plot(result, plot_out)
         console.print(f"plot written to {plot_out}")
     print_violation(console, result)

@@ -125,15 +125,15 @@ class FakeBackend:
         self._called("fs_job", job_id)
         return {"job": job_id, "state": "done"} if job_id == "j1" else None
 
-    async def events(self, since: int) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, since: int) -> AsyncIterator[list[dict[str, Any]]]:
         self._called("events", since)
         try:
-            for event in EVENT_LOG:
-                if event["seq"] > since:
-                    yield event
+            kept = [event for event in EVENT_LOG if event["seq"] > since]
+            if kept:
+                yield kept
             self.subscribed.set()
             async for event in self.live:
-                yield event
+                yield [event]
         finally:
             self.events_closed.set()
 
