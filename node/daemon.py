@@ -678,10 +678,14 @@ class Daemon:
     def events_after(self, seq: int) -> list[dict[str, Any]]:
         """The kept events numbered above ``seq``, oldest first."""
         events = self.events
-        if not events:
+        new = events[-1]["seq"] - seq if events else 0  # seqs are consecutive
+        if new <= 0:
             return []
-        start = max(0, seq + 1 - events[0]["seq"])  # seqs are consecutive
-        return list(itertools.islice(events, start, None))
+        if new >= len(events):
+            return list(events)
+        # from the right: a follower asks for the last few of thousands kept, and a
+        # deque is cheap to read only from its ends
+        return list(itertools.islice(reversed(events), new))[::-1]
 
 
 def _drain(recv: trio.MemoryReceiveChannel[T], items: list[T]) -> list[T]:

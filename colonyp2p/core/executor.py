@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from colonyp2p.core.matching import matches
+from colonyp2p.core.messages import SpecAnnounce
 from colonyp2p.core.ranking import rendezvous_score
 from colonyp2p.identity import dht_key
 from colonyp2p.model.ads import ExecutorAd
@@ -111,20 +112,14 @@ class ExecutorRole:
         scored = [(rendezvous_score(self._key(m), pid), m) for m in matching if m not in lost]
         return [m for _, m in heapq.nsmallest(n, scored)]
 
-    def on_spec(
-        self,
-        spec: SignedSpec,
-        keepers: tuple[str, ...],
-        round_: int,
-        now: float,
-        offered_rank: int | None = None,
-    ) -> None:
+    def on_spec(self, item: SpecAnnounce, now: float, offered_rank: int | None = None) -> None:
         """An announcement; ``offered_rank`` where it came as an Offer, which the sender
         addressed by its own view of ranks: it may know of a better-ranked executor lost
         before we do, and then we claim as soon as it says."""
         ad = self.ad
         if ad is None:
             return
+        spec, round_ = item.spec, item.round
         pid = spec.pid
         if pid in self.candidates or pid in self.active or self._seen.get(pid, -1) >= round_:
             return
@@ -142,7 +137,9 @@ class ExecutorRole:
         # with a backlog, each executor then works through its own share, and claims
         # another's (contending with it) only once its own run out.
         key = (-spec.spec.priority, int(now // AGE_BUCKET), slot, score)
-        self.candidates[pid] = Candidate(spec, keepers, ready_at, key)
+        self.candidates[pid] = Candidate(
+            spec, item.keepers, ready_at, key, epoch_hint=max(1, item.promised + 1)
+        )
         seen = self._seen
         seen[pid] = round_
         if len(seen) > SEEN_KEPT:

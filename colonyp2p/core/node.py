@@ -143,7 +143,7 @@ class ColonyNode:
             self.out.append(Publish(item))
             return
         # Our own executor hears our announcements here (gossip does not echo them).
-        self.executor.on_spec(item.spec, item.keepers, item.round, self.now)
+        self.executor.on_spec(item, self.now)
         # Where ranks are exact, the best-ranked executors get the announcement as a
         # direct Offer: it arrives in a millisecond where a gossip hop takes tens, and
         # costs only the executors that would claim it. A first announcement goes no
@@ -236,6 +236,7 @@ class ColonyNode:
         if self.revoked or member == self.member_id or not self.membership.is_member(member):
             return out
         self.lost.add(member)
+        self.observe("peer_lost", "", {"member": member})
         self.keeper.holder_lost(member, now)
         return out
 
@@ -260,7 +261,7 @@ class ColonyNode:
             if item.spec.colony_id != self.membership.colony_id:
                 self.reject("wrong_colony", f"spec of colony {item.spec.colony_id[:12]}")
                 return out
-            self.executor.on_spec(item.spec, item.keepers, item.round, now)
+            self.executor.on_spec(item, now)
         elif isinstance(item, AdAnnounce):
             ad = item.ad
             if ad.executor_id != publisher or not self.membership.is_member(ad.executor_id):
@@ -386,7 +387,7 @@ class ColonyNode:
         if item.spec.colony_id != self.membership.colony_id:
             self.reject("wrong_colony", f"offer of colony {item.spec.colony_id[:12]}")
             return
-        self.executor.on_spec(item.spec, item.keepers, item.round, now, msg.rank)
+        self.executor.on_spec(item, now, msg.rank)
 
     def learn_membership(self, membership: MembershipSet, now: float) -> None:
         """A membership version a peer sent: adopted if it is a valid successor."""
