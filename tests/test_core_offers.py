@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.executor import OFFER_TO
 from colonyp2p.core.messages import (
@@ -21,7 +24,7 @@ from colonyp2p.core.messages import (
 )
 from colonyp2p.core.node import ColonyNode
 from colonyp2p.core.params import Params
-from colonyp2p.core.ranking import config_tag, rendezvous_score
+from colonyp2p.core.ranking import config_tag, rendezvous_rank, rendezvous_score
 from colonyp2p.identity import Identity, dht_key
 from colonyp2p.model.ads import ExecutorAd, Hardware
 from colonyp2p.model.membership import Member, MembershipSet
@@ -205,3 +208,16 @@ def test_a_re_announcement_says_the_promised_epoch_so_the_next_claim_is_not_refu
     assert [p.epoch for p in prepares] == [2]  # not 1, which the keeper would refuse
     answer = _sent(node.on_message(b, prepares[0], 3.02), b)
     assert [type(m) for m in answer] == [Promise]
+
+
+@given(
+    keys=st.lists(st.integers(0, 2**64 - 1), max_size=80),
+    me=st.integers(0, 2**64 - 1),
+    pid=st.text("0123456789abcdef", min_size=64, max_size=64),
+    limit=st.integers(1, 100),
+)
+def test_an_executor_s_rank_counts_the_better_scores_up_to_the_limit(
+    keys: list[int], me: int, pid: str, limit: int
+) -> None:
+    better = sum(rendezvous_score(k, pid) < rendezvous_score(me, pid) for k in keys)
+    assert rendezvous_rank(me, iter(keys), pid, limit) == min(better, limit)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from colonyp2p.core.matching import matches
 from colonyp2p.core.messages import SpecAnnounce
-from colonyp2p.core.ranking import rendezvous_score
+from colonyp2p.core.ranking import rendezvous_rank, rendezvous_score
 from colonyp2p.identity import dht_key
 from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.signed import SignedSpec
@@ -73,7 +73,11 @@ class ExecutorRole:
 
     def _matching_executors(self, spec: SignedSpec) -> set[str]:
         s = spec.spec
-        key = (s.funcname, s.conditions)
+        c = s.conditions
+        # what matching reads (core/matching.py): a workflow's dependencies, which differ
+        # from child to child, would make every child scan every ad again
+        key: object = (s.funcname, c.executortype, c.executornames, c.location, c.nodes)
+        key = (key, c.cpu, c.mem, c.storage, c.gpu)
         known = self._matching.get(key)
         if known is None:
             members = {ad.executor_id for ad in self.node.ads.values() if matches(s, ad)}
@@ -87,20 +91,15 @@ class ExecutorRole:
             key = self._keys[member] = dht_key(member)
         return key
 
-    def _slot(self, spec: SignedSpec, score: float) -> int:
-        """How many claim slots this executor waits for ``spec``."""
+    def _slot(self, spec: SignedSpec, score: float, limit: int) -> int:
+        """How many claim slots this executor waits for ``spec``, up to ``limit``."""
         matching, me = self._matching_executors(spec), self.node.member_id
         others = len(matching) - (me in matching)
         if others < EXACT_RANKS:
-            pid, lost = spec.pid, self.node.lost
-            rank = 0
-            for member in matching:
-                if member == me or member in lost:
-                    continue
-                if rendezvous_score(self._key(member), pid) < score:
-                    rank += 1
-            return rank
-        return int(score * (others + 1) / self.node.params.claim_fanout)
+            lost, key = self.node.lost, self._key
+            keys = (key(m) for m in matching if m != me and m not in lost)
+            return rendezvous_rank(self.my_key, keys, spec.pid, limit)
+        return min(limit, int(score * (others + 1) / self.node.params.claim_fanout))
 
     def best_ranked(self, spec: SignedSpec, n: int) -> list[str] | None:
         """The ``n`` matching executors that rank best for ``spec`` (best first), lost
@@ -127,10 +126,11 @@ class ExecutorRole:
             return
         p = self.node.params
         score = rendezvous_score(self.my_key, pid)
-        slot = self._slot(spec, score)
+        limit = p.candidate_slots * (2 ** min(round_, 10))
+        slot = self._slot(spec, score, limit)
         if offered_rank is not None:
             slot = min(slot, offered_rank)
-        if slot >= p.candidate_slots * (2 ** min(round_, 10)):
+        if slot >= limit:
             return  # better-ranked executors will take it; a re-announcement widens the circle
         ready_at = now + slot * p.claim_slot
         # Within a priority and an age bucket, processes this executor ranks best first:
