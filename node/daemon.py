@@ -11,6 +11,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -563,9 +564,9 @@ class Daemon:
     async def _execute(self, e: StartExecution, scope: trio.CancelScope) -> None:
         spec = e.spec.spec
         result = None
+        workdir = self.home.root / "work" / e.pid[:32]
         with scope:
             assert self.executor_impl is not None
-            workdir = self.home.root / "work" / e.pid[:32]
             workdir.mkdir(parents=True, exist_ok=True)
             deadline = time.time() + spec.maxexectime if spec.maxexectime > 0 else None
             request = RunRequest(e.pid, spec, e.inputs, workdir, deadline)
@@ -581,6 +582,10 @@ class Daemon:
             # sync directives (spec.fs) around the run, for every executor kind
             run = await self.fs.around_run(spec, workdir, log, lambda: impl.run(request, log))
             result = ExecutionResult(run.ok, run.output, run.errors)
+        # a run that left nothing behind leaves no directory either (a node runs
+        # millions); files a run wrote stay for whoever wants them
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
         self._runs.pop((e.pid, e.epoch), None)
         self._flush_logs(e.pid, e.epoch)
         self._logs.pop((e.pid, e.epoch), None)

@@ -43,6 +43,8 @@ def test_five_daemons_form_a_colony_and_run_a_function_on_another(tmp_path: Path
         assert process["state"] == "successful"
         assert process["output"] == [42.0]
         assert process["executor"] == edge.member_id
+        # the run wrote nothing, so it leaves no work directory behind
+        assert not (edge.home.root / "work" / submitted[:32]).exists()
         # independent specs at once: all run, or (one of them bad) none is created
         add = {"funcname": "add", "args": [1, 2], "conditions": {"executortype": "edge"}}
         many = others[1].call(lambda api: api.submit_many([add, {**add, "args": [3, 4]}]))

@@ -55,7 +55,7 @@ class ExecutorRole:
         self._ready: list[tuple[tuple[int, int, int, float], str]] = []
         self.active: dict[str, int] = {}  # pid -> epoch of claims in flight or running
         self._wake_at = math.inf
-        # per (funcname, conditions): a spec with them, and the executors whose ads match it
+        # per _match_key: a spec with it, and the executors whose ads match it
         self._matching: dict[object, tuple[FunctionSpec, set[str]]] = {}
         self._keys: dict[str, int] = {}
         self._retries: dict[str, int] = {}
@@ -73,11 +73,7 @@ class ExecutorRole:
 
     def _matching_executors(self, spec: SignedSpec) -> set[str]:
         s = spec.spec
-        c = s.conditions
-        # what matching reads (core/matching.py): a workflow's dependencies, which differ
-        # from child to child, would make every child scan every ad again
-        key: object = (s.funcname, c.executortype, c.executornames, c.location, c.nodes)
-        key = (key, c.cpu, c.mem, c.storage, c.gpu)
+        key = _match_key(s)
         known = self._matching.get(key)
         if known is None:
             members = {ad.executor_id for ad in self.node.ads.values() if matches(s, ad)}
@@ -209,3 +205,12 @@ class ExecutorRole:
     def forget(self, pid: str) -> None:
         self.candidates.pop(pid, None)
         self._retries.pop(pid, None)
+
+
+def _match_key(s: FunctionSpec) -> tuple[object, ...]:
+    """What matching (core/matching.py) reads of a spec: keyed by its conditions whole,
+    a workflow's dependencies, which differ from child to child, would make every child
+    scan every ad again."""
+    c = s.conditions
+    where = (c.executortype, c.executornames, c.location)
+    return (s.funcname, *where, c.nodes, c.cpu, c.mem, c.storage, c.gpu)
