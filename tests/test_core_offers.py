@@ -191,25 +191,6 @@ def test_an_offer_s_rank_stands_for_a_better_ranked_executor_lost_before_we_knew
     assert not [m for m in _sent(waits, keeper) if isinstance(m, Prepare)]
 
 
-def test_a_re_announcement_says_the_promised_epoch_so_the_next_claim_is_not_refused_first() -> None:
-    keeper = OWNER.member_id
-    node = ColonyNode(keeper, GENESIS, PARAMS)
-    node.start(0.0)
-    spec = _spec(9)
-    node.on_message(keeper, StoreSpec(spec, (keeper,), 1), 1.0)
-    node.on_message(EXEC_A.member_id, Prepare(spec.pid, 1, "claim"), 2.0)
-    lost = node.on_peer_lost(EXEC_A.member_id, 3.0)
-    (again,) = [e.item for e in lost if isinstance(e, fx.Publish)]
-    assert isinstance(again, SpecAnnounce) and again.promised == 1
-    b = EXEC_B.member_id
-    executor = _node(next(e for e in EXECUTORS if e.member_id == b))
-    claims = executor.on_message(keeper, Offer(again, 0), 3.01)
-    prepares = [m for m in _sent(claims, keeper) if isinstance(m, Prepare)]
-    assert [p.epoch for p in prepares] == [2]  # not 1, which the keeper would refuse
-    answer = _sent(node.on_message(b, prepares[0], 3.02), b)
-    assert [type(m) for m in answer] == [Promise]
-
-
 @given(
     keys=st.lists(st.integers(0, 2**64 - 1), max_size=80),
     me=st.integers(0, 2**64 - 1),

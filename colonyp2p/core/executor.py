@@ -133,9 +133,7 @@ class ExecutorRole:
         # with a backlog, each executor then works through its own share, and claims
         # another's (contending with it) only once its own run out.
         key = (-spec.spec.priority, int(now // AGE_BUCKET), slot, score)
-        self.candidates[pid] = Candidate(
-            spec, item.keepers, ready_at, key, epoch_hint=max(1, item.promised + 1)
-        )
+        self.candidates[pid] = Candidate(spec, item.keepers, ready_at, key)
         seen = self._seen
         seen[pid] = round_
         if len(seen) > SEEN_KEPT:

@@ -573,7 +573,7 @@ class KeeperRole:
             if now >= became_idle + stagger:
                 self._announced_at[pid] = now
                 self._announce_round[pid] = rounds + 1
-                node.publish(SpecAnnounce(rec.spec, rec.keepers, rounds + 1, rec.promised))
+                node.publish(SpecAnnounce(rec.spec, rec.keepers, rounds + 1))
                 next_at = now + every
             else:
                 next_at = became_idle + stagger

@@ -271,10 +271,6 @@ class SpecAnnounce:
     spec: SignedSpec
     keepers: tuple[str, ...]
     round: int = 0
-    # The highest epoch the announcing keeper has promised for it: a claimant proposes
-    # the next one at once, instead of being refused at epoch 1 by keepers that promised
-    # a holder since lost (a round trip more on every re-run).
-    promised: int = 0
 
 
 @dataclass(frozen=True, slots=True)
