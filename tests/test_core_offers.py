@@ -202,3 +202,36 @@ def test_an_executor_s_rank_counts_the_better_scores_up_to_the_limit(
 ) -> None:
     better = sum(rendezvous_score(k, pid) < rendezvous_score(me, pid) for k in keys)
     assert rendezvous_rank(me, iter(keys), pid, limit) == min(better, limit)
+
+
+def test_a_keeper_that_notices_a_lost_holder_re_announces_at_once_out_of_turn() -> None:
+    # The keeper first in turn may not have noticed the loss yet, and a claim it refused
+    # as leased meanwhile has given up: waiting for its turn would cost a stagger.
+    first, me = EXEC_C.member_id, EXEC_B.member_id
+    node = ColonyNode(me, GENESIS, PARAMS)
+    node.start(0.0)
+    spec = _spec(11)
+    keepers = (first, me)
+    node.on_message(OWNER.member_id, StoreSpec(spec, keepers, 1), 1.0)
+    node.on_message(EXEC_A.member_id, Prepare(spec.pid, 1, "claim", config_tag(keepers)), 2.0)
+    lost = node.on_peer_lost(EXEC_A.member_id, 3.0)
+    again = [e.item for e in lost if isinstance(e, fx.Publish)]
+    assert [type(i) for i in again] == [SpecAnnounce]  # not PARAMS.stagger s later
+    assert first not in node.lost  # its turn comes first, had it been an expiry
+
+
+def test_another_keeper_s_announcement_of_the_same_round_is_taken_up() -> None:
+    # Keepers count rounds each for itself. A claim refused as leased (this keeper had
+    # not yet noticed the holder lost) must not make the executor deaf to the round the
+    # other keeper announces when it notices.
+    spec = _spec(12)
+    me = _ranked(spec.pid)[0]
+    executor = _node(next(e for e in EXECUTORS if e.member_id == me))
+    keeper, other = OWNER.member_id, next(m for m in ADS if m != me)
+    keepers = (keeper, other)
+    first = executor.on_message(keeper, Offer(SpecAnnounce(spec, keepers, 1)), 1.0)
+    (claim,) = [m for m in _sent(first, keeper) if isinstance(m, Prepare)]
+    executor.on_message(keeper, Refuse(spec.pid, claim.epoch, "leased", 5), 1.01)
+    assert spec.pid not in executor.executor.active
+    again = executor.on_message(other, Offer(SpecAnnounce(spec, keepers, 1)), 1.02)
+    assert [m for m in _sent(again, keeper) if isinstance(m, Prepare)]

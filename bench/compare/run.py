@@ -358,15 +358,19 @@ def cp_kill(
         pid = str(submitter.submit(spec)["pid"])
         first = wait_for(lambda: tasks.attempts(str(marker))["first"], 60, "the first start")
         victim = next(n for n in executors if n.pid == int(cast(list[int], first)[0]))
-        time.sleep(0.2)  # mid-task
-        t_kill, killed_at = time.perf_counter(), time.time()
-        os.kill(victim.pid, signal.SIGKILL)
         observer = (
             submitter if submitter is not victim else next(n for n in c.nodes if n is not victim)
         )
-        # the result as the other peers' clients learn it, from the submitter's event
-        # stream; polling (every 10 ms) only if the submitter itself was killed
-        heard = watcher.wait(pid, args.limit) if observer is submitter else None
+        # the result as a client learns it from the event stream of the submitter's node,
+        # or of another node (one of the process's keepers) where the submitter's is the
+        # one killed: a client that lost its node follows another
+        follow = watcher if observer is submitter else bd.Watcher(observer)
+        time.sleep(0.2)  # mid-task
+        t_kill, killed_at = time.perf_counter(), time.time()
+        os.kill(victim.pid, signal.SIGKILL)
+        heard = follow.wait(pid, args.limit)
+        if follow is not watcher:
+            follow.close()
         with observer.api() as api:
             t_result, state = heard if heard is not None else bd.poll_result(api, pid, args.limit)
             process = api.process(pid)
@@ -764,7 +768,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "holding the result, and how often the function started and completed (from a file "
         "it appends to). colonyp2p: the executor's whole daemon (the function runs in its "
         "worker thread), spec `maxretries` 3, the result read from the submitter's event "
-        "stream (polled every 10 ms from another node if the submitter was killed); "
+        "stream (from another node's, one of the process's keepers, if the submitter's was "
+        "the one killed); "
         "Celery: the whole worker node (main and pool process); Dask and Ray: the worker "
         "process (their nanny / raylet stays).",
         f"(e) {a['mib']} MiB of random bytes from the client to a worker, checked there "

@@ -59,9 +59,12 @@ class ExecutorRole:
         self._matching: dict[object, tuple[FunctionSpec, set[str]]] = {}
         self._keys: dict[str, int] = {}
         self._retries: dict[str, int] = {}
-        # pid -> the latest announcement round taken up: the same announcement again (an
-        # Offer and then its gossip) is not claimed twice
-        self._seen: dict[str, int] = {}
+        # pid -> per announcer, the latest round taken up: the same announcement again (an
+        # Offer and then its gossip) is not claimed twice. Per announcer, because keepers
+        # count rounds each for itself: the round a keeper announces when it notices the
+        # holder lost may be the one another keeper's announcement, refused a moment
+        # earlier as leased, carried.
+        self._seen: dict[str, dict[str, int]] = {}
 
     def ads_changed(self, old: ExecutorAd | None, new: ExecutorAd | None) -> None:
         """An ad was added, replaced or dropped: keep the match sets without recounting."""
@@ -107,16 +110,21 @@ class ExecutorRole:
         scored = [(rendezvous_score(self._key(m), pid), m) for m in matching if m not in lost]
         return [m for _, m in heapq.nsmallest(n, scored)]
 
-    def on_spec(self, item: SpecAnnounce, now: float, offered_rank: int | None = None) -> None:
-        """An announcement; ``offered_rank`` where it came as an Offer, which the sender
-        addressed by its own view of ranks: it may know of a better-ranked executor lost
-        before we do, and then we claim as soon as it says."""
+    def on_spec(
+        self, item: SpecAnnounce, source: str, now: float, offered_rank: int | None = None
+    ) -> None:
+        """An announcement by ``source``; ``offered_rank`` where it came as an Offer,
+        which the sender addressed by its own view of ranks: it may know of a
+        better-ranked executor lost before we do, and then we claim as soon as it says."""
         ad = self.ad
         if ad is None:
             return
         spec, round_ = item.spec, item.round
         pid = spec.pid
-        if pid in self.candidates or pid in self.active or self._seen.get(pid, -1) >= round_:
+        heard = self._seen.get(pid)
+        if pid in self.candidates or pid in self.active:
+            return
+        if heard is not None and heard.get(source, -1) >= round_:
             return
         if not matches(spec.spec, ad):
             return
@@ -134,10 +142,12 @@ class ExecutorRole:
         # another's (contending with it) only once its own run out.
         key = (-spec.spec.priority, int(now // AGE_BUCKET), slot, score)
         self.candidates[pid] = Candidate(spec, item.keepers, ready_at, key)
-        seen = self._seen
-        seen[pid] = round_
-        if len(seen) > SEEN_KEPT:
-            del seen[next(iter(seen))]
+        if heard is None:
+            seen = self._seen
+            heard = seen[pid] = {}
+            if len(seen) > SEEN_KEPT:
+                del seen[next(iter(seen))]
+        heard[source] = round_
         heapq.heappush(self._pending, (ready_at, pid))
         self.try_claim(now)
 

@@ -85,6 +85,10 @@ class KeeperRole:
         # member -> pids it was last promised (so a lost member's leases are found
         # without a scan of every record); entries go when the record is decided
         self._held: dict[str, set[str]] = {}
+        # pids whose holder was lost here and that wait for their re-announcement: every
+        # keeper that notices announces at once, not in its turn. The first in turn may
+        # not have noticed yet, and a claim it refused as leased meanwhile gave up.
+        self._holder_lost: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -334,6 +338,7 @@ class KeeperRole:
         held = self._held.get(rec.holder)
         if held is not None:
             held.discard(rec.pid)
+        self._holder_lost.discard(rec.pid)
         for action in ("recover", "move", "fail"):
             self._first_seen.pop((rec.pid, action), None)
         node = self.node
@@ -478,6 +483,7 @@ class KeeperRole:
                 continue
             if rec.holder == member and rec.leased(now):
                 self.records[pid] = dataclasses.replace(rec, lease_until=now)
+                self._holder_lost.add(pid)
                 self.schedule(pid, now)
         self.tick(now)  # now, not at the next maintenance tick
 
@@ -570,13 +576,15 @@ class KeeperRole:
         every = min(p.reannounce_after * (2 ** min(rounds, 4)), 120.0)
         became_idle = max(idle_since, self._known_since.get(pid, 0.0))
         if since is None or since < became_idle or now - since >= every:
-            if now >= became_idle + stagger:
+            wait = 0.0 if pid in self._holder_lost else stagger
+            if now >= became_idle + wait:
+                self._holder_lost.discard(pid)
                 self._announced_at[pid] = now
                 self._announce_round[pid] = rounds + 1
                 node.publish(SpecAnnounce(rec.spec, rec.keepers, rounds + 1))
                 next_at = now + every
             else:
-                next_at = became_idle + stagger
+                next_at = became_idle + wait
         else:
             next_at = min(next_at, since + every)
         if now - self._quiet_since.get(pid, now) >= p.query_after:

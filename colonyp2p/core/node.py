@@ -143,7 +143,7 @@ class ColonyNode:
             self.out.append(Publish(item))
             return
         # Our own executor hears our announcements here (gossip does not echo them).
-        self.executor.on_spec(item, self.now)
+        self.executor.on_spec(item, self.member_id, self.now)
         # Where ranks are exact, the best-ranked executors get the announcement as a
         # direct Offer: it arrives in a millisecond where a gossip hop takes tens, and
         # costs only the executors that would claim it. A first announcement goes no
@@ -261,7 +261,7 @@ class ColonyNode:
             if item.spec.colony_id != self.membership.colony_id:
                 self.reject("wrong_colony", f"spec of colony {item.spec.colony_id[:12]}")
                 return out
-            self.executor.on_spec(item, now)
+            self.executor.on_spec(item, publisher, now)
         elif isinstance(item, AdAnnounce):
             ad = item.ad
             if ad.executor_id != publisher or not self.membership.is_member(ad.executor_id):
@@ -387,7 +387,7 @@ class ColonyNode:
         if item.spec.colony_id != self.membership.colony_id:
             self.reject("wrong_colony", f"offer of colony {item.spec.colony_id[:12]}")
             return
-        self.executor.on_spec(item, now, msg.rank)
+        self.executor.on_spec(item, sender, now, msg.rank)
 
     def learn_membership(self, membership: MembershipSet, now: float) -> None:
         """A membership version a peer sent: adopted if it is a valid successor."""
