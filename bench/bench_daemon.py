@@ -1101,14 +1101,16 @@ BEFORE_AFTER = [
     "matplotlib (146 MB resident before, 114 MB after: the kernel closes a killed "
     "daemon's sockets after 8 ms instead of 12.6); a starting node catches up on the "
     "executors' ads from one member (CatchUp) instead of ranking by its own ad alone for "
-    "up to a minute.",
+    "up to a minute; every keeper that notices a lost holder re-announces its processes "
+    "at once, and executors take announcements once per announcer and round (one "
+    "keeper's round 1 no longer hides another's: recovery stalled 100 ms in some kills).",
     "",
     "| figure | before (git f7f3256) | after |",
     "|---|---|---|",
     "| latency p50 / p99, params defaults, 5 daemons | 38.4 / 53.2 ms | 28.1 / 37.0 ms |",
     "| throughput, owner executes (3 daemons, capacity 32, batches of 20) | 221.3/s | 254.1/s |",
     "| a killed executor's process, done elsewhere (3 daemons, kill-only runs) | "
-    "29-51 ms | 24-30 ms in four of five kill-only runs, 73 ms in one |",
+    "29-51 ms | 22-40 ms in eight kill-only runs |",
     "",
     "## Before and after the third round (2026-11-25, afternoon)",
     "",
