@@ -59,12 +59,12 @@ class ExecutorRole:
         self._matching: dict[object, tuple[FunctionSpec, set[str]]] = {}
         self._keys: dict[str, int] = {}
         self._retries: dict[str, int] = {}
-        # pid -> per announcer, the latest round taken up: the same announcement again (an
+        # (pid, announcer) -> the latest round taken up: the same announcement again (an
         # Offer and then its gossip) is not claimed twice. Per announcer, because keepers
         # count rounds each for itself: the round a keeper announces when it notices the
         # holder lost may be the one another keeper's announcement, refused a moment
         # earlier as leased, carried.
-        self._seen: dict[str, dict[str, int]] = {}
+        self._seen: dict[tuple[str, str], int] = {}
 
     def ads_changed(self, old: ExecutorAd | None, new: ExecutorAd | None) -> None:
         """An ad was added, replaced or dropped: keep the match sets without recounting."""
@@ -121,10 +121,8 @@ class ExecutorRole:
             return
         spec, round_ = item.spec, item.round
         pid = spec.pid
-        heard = self._seen.get(pid)
-        if pid in self.candidates or pid in self.active:
-            return
-        if heard is not None and heard.get(source, -1) >= round_:
+        heard = (pid, source)
+        if pid in self.candidates or pid in self.active or self._seen.get(heard, -1) >= round_:
             return
         if not matches(spec.spec, ad):
             return
@@ -142,12 +140,10 @@ class ExecutorRole:
         # another's (contending with it) only once its own run out.
         key = (-spec.spec.priority, int(now // AGE_BUCKET), slot, score)
         self.candidates[pid] = Candidate(spec, item.keepers, ready_at, key)
-        if heard is None:
-            seen = self._seen
-            heard = seen[pid] = {}
-            if len(seen) > SEEN_KEPT:
-                del seen[next(iter(seen))]
-        heard[source] = round_
+        seen = self._seen
+        seen[heard] = round_
+        if len(seen) > SEEN_KEPT:
+            del seen[next(iter(seen))]
         heapq.heappush(self._pending, (ready_at, pid))
         self.try_claim(now)
 
