@@ -47,7 +47,7 @@ class CatchUpRole:
         node.set_timer(now + CATCHUP_AFTER[attempt], ("catchup", attempt + 1))
 
     def _whom(self) -> list[str]:
-        """Admins first, then the other members in ring order after this one."""
+        """Admins first, then the other members in member-id order after this one."""
         m, me = self.node.membership, self.node.member_id
         admins = [m.owner_id, *m.admins]
         ids = m.member_ids

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 from colonyp2p.errors import ValidationError
@@ -100,19 +100,17 @@ class ExecutorAd:
 
     def verify(self) -> None:
         """Raise BadSignature unless ``executor_id`` signed exactly this ad."""
-        _verified(self)
+        _ = self._verified
+
+    @cached_property
+    def _verified(self) -> bool:
+        # Immutable, so one successful check holds for the object's life (as for
+        # MembershipSet): ads are relayed (core/catchup.py), and the simulator hands the
+        # same ad objects to every member that catches up.
+        verify(self.executor_id, unsigned_bytes(self), self.signature)
+        return True
 
     @cached_property
     def function_set(self) -> frozenset[str]:
         """``functions`` as a set, for O(1) matching (empty: serves any funcname)."""
         return frozenset(self.functions)
-
-
-@lru_cache(maxsize=8192)
-def _verified(ad: ExecutorAd) -> bool:
-    # Ads are relayed (core/catchup.py): a member that starts gets every ad its peer
-    # knows, and each start in a colony of thousands would verify thousands again. An ad
-    # equal in every field, signature included, verified before is verified still; a
-    # failure raises, and lru_cache keeps no failures.
-    verify(ad.executor_id, unsigned_bytes(ad), ad.signature)
-    return True
