@@ -45,6 +45,10 @@ def to_data(obj: Any) -> Any:
         if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
             return obj
         plan = _PLANS[tp] = _plan(tp)
+    return _fields_data(obj, plan)
+
+
+def _fields_data(obj: Any, plan: tuple[tuple[str, bool], ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, is_float in plan:
         value = getattr(obj, name)
@@ -57,9 +61,35 @@ def to_data(obj: Any) -> Any:
     return out
 
 
+def to_data_without(obj: Any, field: str) -> dict[str, Any]:
+    """``to_data`` of a dataclass instance without one of its fields (kept elsewhere;
+    ``from_data(..., given=...)`` puts it back)."""
+    cls: Any = type(obj)  # typeshed's functools.cache takes Hashable, which type[] is not
+    return _fields_data(obj, _plan_without(cls, field))
+
+
+@functools.cache
+def _plan_without(cls: type, field: str) -> tuple[tuple[str, bool], ...]:
+    plan = _plan(cls)
+    if field not in {name for name, _ in plan}:
+        raise TypeError(f"{cls.__name__} has no field {field!r}")
+    return tuple(entry for entry in plan if entry[0] != field)
+
+
 def canonical_bytes(obj: Any) -> bytes:
     """Deterministic CBOR (RFC 8949 core deterministic encoding) of an object."""
     return cbor2.dumps(to_data(obj), canonical=True)
+
+
+def plain_bytes(obj: Any) -> bytes:
+    """CBOR of an object, map keys in field order: about three times faster than
+    ``canonical_bytes``, for bytes that nothing signs or hashes (``loads`` reads both)."""
+    return cbor2.dumps(to_data(obj))
+
+
+def plain_bytes_without(obj: Any, field: str) -> bytes:
+    """``plain_bytes`` of a dataclass instance without one of its fields."""
+    return cbor2.dumps(to_data_without(obj, field))
 
 
 def loads(raw: bytes) -> Any:
@@ -82,9 +112,19 @@ def loads_canonical(raw: bytes) -> Any:
     return data
 
 
-def from_data(tp: type[T], data: Any, where: str = "") -> T:
-    """Build a ``tp`` from plain data, raising MalformedMessage with the path of the bad field."""
-    return typing.cast(T, _convert(tp, data, where or _name(tp), 0))
+def from_data(
+    tp: type[T], data: Any, where: str = "", *, given: typing.Mapping[str, Any] | None = None
+) -> T:
+    """Build a ``tp`` from plain data, raising MalformedMessage with the path of the bad field.
+    ``given``: fields of a dataclass ``tp`` already built (left out of ``data``, see
+    ``to_data_without``), taken as they are."""
+    if given is None:
+        return typing.cast(T, _convert(tp, data, where or _name(tp), 0))
+    annotation: Any = tp
+    _converter(annotation)  # builds the dataclass's builder, or refuses tp
+    if tp not in _BUILDERS:
+        raise TypeError(f"given fields need a dataclass, not {tp!r}")
+    return typing.cast(T, _BUILDERS[tp](data, where or _name(tp), 0, given))
 
 
 def _plan(cls: type) -> tuple[tuple[str, bool], ...]:
@@ -159,10 +199,15 @@ def _deep(convert: _Converter) -> _Converter:
 
 def _union(tp: Any) -> _Converter:
     options = typing.get_args(tp)
+    # X | None: null is settled without trying X (a refusal raises, which is slow)
+    nullable = type(None) in options
+    others = tuple(o for o in options if o is not type(None))
 
     def union(data: Any, where: str, depth: int) -> Any:
+        if data is None and nullable:
+            return None
         errors = []
-        for option in options:
+        for option in others if nullable else options:
             try:
                 return _converter(option)(data, where, depth)
             except MalformedMessage as exc:
@@ -183,6 +228,13 @@ def _tuple(args: tuple[Any, ...]) -> _Converter:
             if not isinstance(data, list | tuple):
                 raise MalformedMessage(f"{where}: expected a list, got {type(data).__name__}")
             convert = _converter(item)
+            exact = _SCALAR_CHECKS.get(convert)
+            if exact is not None and exact is not float:  # no paths to build
+                for v in data:
+                    if type(v) is not exact:
+                        break
+                else:
+                    return tuple(data)
             return tuple(convert(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(data))
 
         return variadic
@@ -254,6 +306,8 @@ _SIMPLE: dict[Any, _Converter] = {
     str: _instance_of(str, "a string"),
     bytes: _instance_of(bytes, "bytes"),
 }
+# converters that pass every value of exactly this type as it is (a float: if finite)
+_SCALAR_CHECKS: dict[_Converter, type] = {}
 
 
 def _dataclass(cls: type) -> _Converter:
@@ -267,17 +321,37 @@ def _dataclass(cls: type) -> _Converter:
         for f in _fields(cls)
     ]
     known = frozenset(name for name, _, _ in plan)
+    # converters by field, looked up at the first build (a field may name a dataclass
+    # whose converter is being built right now): hashing annotations at every field of
+    # every message was a third of decoding
+    converters: list[tuple[str, bool, _Converter, type | None]] = []
 
-    def build(data: Any, where: str, depth: int) -> Any:
+    def build(
+        data: Any, where: str, depth: int, given: typing.Mapping[str, Any] | None = None
+    ) -> Any:
         if not isinstance(data, dict):
             raise MalformedMessage(f"{where}: expected a map, got {type(data).__name__}")
-        kwargs = {}
-        for name, tp, required in plan:
+        kwargs: dict[str, Any] = {}
+        if given is not None:
+            if not given.keys().isdisjoint(data):
+                raise MalformedMessage(f"{where}: holds fields kept elsewhere: {sorted(given)}")
+            kwargs.update(given)
+        if not converters:
+            for name, tp, required in plan:
+                convert = _converter(tp)
+                converters.append((name, required, convert, _SCALAR_CHECKS.get(convert)))
+        for name, required, convert, exact in converters:
             if name in data:
-                kwargs[name] = _converter(tp)(data[name], f"{where}.{name}", depth + 1)
-            elif required:
+                value = data[name]
+                # the common case, a scalar of exactly the declared type, without a call
+                # or the path string only an error would need
+                if type(value) is exact and (exact is not float or math.isfinite(value)):  # type: ignore[arg-type]
+                    kwargs[name] = value
+                else:
+                    kwargs[name] = convert(value, f"{where}.{name}", depth + 1)
+            elif required and name not in kwargs:
                 raise MalformedMessage(f"{where}: missing field {name!r}")
-        if len(kwargs) != len(data):
+        if len(kwargs) != len(data) + (0 if given is None else len(given)):
             unknown = [k for k in data if k not in known]
             raise MalformedMessage(f"{where}: unknown fields {sorted(map(str, unknown))}")
         try:
@@ -285,7 +359,12 @@ def _dataclass(cls: type) -> _Converter:
         except (ValueError, TypeError) as exc:  # __post_init__ validation
             raise MalformedMessage(f"{where}: {exc}") from exc
 
+    _BUILDERS[cls] = build
     return build
+
+
+# Each dataclass's builder, for from_data(..., given=...)
+_BUILDERS: dict[type, typing.Callable[..., Any]] = {}
 
 
 def _check_plain(data: Any, where: str, depth: int) -> None:
@@ -308,3 +387,6 @@ def _check_plain(data: Any, where: str, depth: int) -> None:
             _check_plain(v, f"{where}.{k}", depth + 1)
         return
     raise MalformedMessage(f"{where}: {type(data).__name__} is not a plain value")
+
+
+_SCALAR_CHECKS.update({_converter(t): t for t in (str, bytes, int, bool, float)})

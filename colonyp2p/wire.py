@@ -114,7 +114,7 @@ def batch(msgs: Sequence[object]) -> Batch:
         name = type(msg).__name__
         if MESSAGE_TYPES.get(name) is not type(msg) or isinstance(msg, Batch):
             raise UnknownMessageType(f"{type(msg)!r} cannot go in a batch")
-        items.append(BatchItem(name, codec.canonical_bytes(msg)))
+        items.append(BatchItem(name, codec.plain_bytes(msg)))
     return Batch(tuple(items))
 
 
@@ -130,7 +130,7 @@ def unbatch(body: Batch, kinds: tuple[type, ...]) -> list[Any]:
         if cls is Batch or cls not in kinds:
             raise MalformedMessage(f"{where}: a {item.type} cannot travel in this batch")
         try:
-            # Not re-encoded to prove it canonical, as envelopes are: the batch's signature
+            # Plain CBOR, not proved canonical as envelopes are: the batch's signature
             # already covers these bytes, and nothing hashes or verifies them again.
             data = codec.loads(item.body)
         except MalformedMessage as exc:

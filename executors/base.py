@@ -32,11 +32,18 @@ class RunRequest:
     pid: str
     spec: FunctionSpec
     inputs: tuple[Any, ...]  # the parents' outputs, in dependency order
-    workdir: Path  # a directory of this process's own, created by the daemon
+    # a directory of this process's own; the daemon creates it for executors that
+    # say they use one (``uses_workdir``), and spec.fs directives create what they fill
+    workdir: Path
     deadline: float | None = None  # wall-clock time (time.time()) by which it must end
 
 
 class Executor(Protocol):
+    # Whether runs need their work directory to exist beforehand (a command's cwd).
+    # A Python call does not: creating and removing a directory per process cost a
+    # busy node about a tenth of its CPU in journal work.
+    uses_workdir: bool
+
     @property
     def executortype(self) -> str:
         """The type specs ask for in ``conditions.executortype`` (python, shell, slurm, ...)."""

@@ -474,6 +474,8 @@ class _Run:
 class KubernetesExecutor:
     """Runs specs as Kubernetes Jobs in one namespace and follows them to their end."""
 
+    uses_workdir = False
+
     def __init__(
         self,
         namespace: str = "default",

@@ -93,6 +93,8 @@ def builtin() -> Registry:
 class PythonExecutor:
     """The Executor (executors/base.py) for registered Python functions."""
 
+    uses_workdir = False
+
     def __init__(self, registry: Registry, executortype: str = "python") -> None:
         self.registry = registry
         self._type = executortype

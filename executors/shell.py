@@ -258,6 +258,8 @@ def _exit_reason(code: int) -> str:
 class ShellExecutor:
     """Runs commands (optionally only those on an allow-list) in process groups of their own."""
 
+    uses_workdir = True
+
     def __init__(
         self,
         executortype: str = "shell",

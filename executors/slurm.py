@@ -360,6 +360,8 @@ class SlurmError(Exception):
 class SlurmExecutor:
     """Submits specs to Slurm as batch jobs and follows them to their end."""
 
+    uses_workdir = True
+
     def __init__(
         self,
         partition: str | None = None,

@@ -567,7 +567,8 @@ class Daemon:
         workdir = self.home.root / "work" / e.pid[:32]
         with scope:
             assert self.executor_impl is not None
-            workdir.mkdir(parents=True, exist_ok=True)
+            if self.executor_impl.uses_workdir:
+                workdir.mkdir(parents=True, exist_ok=True)
             deadline = time.time() + spec.maxexectime if spec.maxexectime > 0 else None
             request = RunRequest(e.pid, spec, e.inputs, workdir, deadline)
 
@@ -583,7 +584,8 @@ class Daemon:
             run = await self.fs.around_run(spec, workdir, log, lambda: impl.run(request, log))
             result = ExecutionResult(run.ok, run.output, run.errors)
         # a run that left nothing behind leaves no directory either (a node runs
-        # millions); files a run wrote stay for whoever wants them
+        # millions); files a run wrote stay for whoever wants them (where none was
+        # created, this is one failing syscall)
         with contextlib.suppress(OSError):
             workdir.rmdir()
         self._runs.pop((e.pid, e.epoch), None)

@@ -26,6 +26,7 @@ from colonyp2p.core.node import MEMBERSHIP
 from colonyp2p.core.records import KeeperRecord
 from colonyp2p.errors import StoreError
 from colonyp2p.model.membership import MembershipSet
+from colonyp2p.model.signed import SignedSpec
 from colonyp2p.sqlitedb import failure as _failure
 from colonyp2p.sqlitedb import init_schema
 from colonyp2p.sqlitedb import transaction as _transaction
@@ -37,6 +38,12 @@ TABLES: Mapping[str, type[Any]] = {
     SUBMISSIONS: StoreSpec,
     MEMBERSHIP: MembershipSet,
 }
+
+# A keeper record's spec never changes, but the record is rewritten at every step of
+# its process (stored, promised, accepted, decided): the spec is stored once, in rows of
+# this table keyed by pid, and the record's own rows leave it out. Encoding and
+# checking the spec at every step cost a busy keeper a quarter of its CPU.
+_RECORD_SPECS = "record-specs"
 
 # Kept in SQLite's header (PRAGMA user_version): it can be read before knowing
 # anything about the tables, and cannot collide with the daemon's meta keys.
@@ -61,6 +68,8 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self._tables = dict(tables)
+        self._split_specs = self._tables.get(RECORDS) is KeeperRecord
+        self._specs_stored: dict[str, SignedSpec] = {}  # what the record-specs rows hold
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         try:
@@ -97,6 +106,17 @@ class Store:
             if isinstance(e, Persist):
                 last[(e.table, e.key if type(e.key) is str else id(e))] = e
         rows = [self._encode(e) for e in last.values()]
+        specs: dict[str, SignedSpec | None] = {}  # the record specs this batch writes
+        if self._split_specs:
+            for e in last.values():
+                if e.table != RECORDS:
+                    continue
+                spec = None if e.value is None else e.value.spec
+                stored = self._specs_stored.get(e.key)
+                # the core's records keep their spec object from step to step
+                if spec is not stored and (spec is None or spec != stored):
+                    rows.append(self._spec_row(e.key, spec))
+                    specs[e.key] = spec
         if not rows:
             return
         with self._lock:
@@ -110,6 +130,22 @@ class Store:
                             "INSERT OR REPLACE INTO state (tbl, key, value) VALUES (?, ?, ?)",
                             (table, key, raw),
                         )
+        for key, spec in specs.items():  # only once committed
+            if spec is None:
+                self._specs_stored.pop(key, None)
+            else:
+                self._specs_stored[key] = spec
+
+    def _spec_row(self, pid: str, spec: SignedSpec | None) -> tuple[str, str, bytes | None]:
+        if spec is None:
+            return _RECORD_SPECS, pid, None
+        where = f"{RECORDS}/{pid}.spec"
+        try:
+            raw = codec.plain_bytes(spec)
+            codec.from_data(SignedSpec, codec.loads(raw), where)
+        except Exception as exc:
+            raise StoreError(f"{where} cannot be stored and loaded back: {exc}") from exc
+        return _RECORD_SPECS, pid, raw
 
     def _encode(self, effect: Persist) -> tuple[str, str, bytes | None]:
         table, key, value = effect.table, effect.key, effect.value
@@ -129,8 +165,12 @@ class Store:
         # (NaN or a non-string map key in an output) would make every restart fail.
         # Anything may raise here (cbor2, the codec, __post_init__ checks).
         try:
-            raw = codec.canonical_bytes(value)
-            codec.from_data(tp, codec.loads_canonical(raw), f"{table}/{key}")
+            if self._split_specs and table == RECORDS:
+                raw = codec.plain_bytes_without(value, "spec")
+                codec.from_data(tp, codec.loads(raw), f"{table}/{key}", given={"spec": value.spec})
+            else:
+                raw = codec.plain_bytes(value)
+                codec.from_data(tp, codec.loads(raw), f"{table}/{key}")
         except Exception as exc:
             raise StoreError(f"{table}/{key} cannot be stored and loaded back: {exc}") from exc
         return table, key, raw
@@ -145,7 +185,11 @@ class Store:
             except sqlite3.Error as exc:
                 raise _failure(exc, f"cannot read {self.path}") from exc
         out: dict[str, dict[str, Any]] = {table: {} for table in self._tables}
+        specs = {key: raw for table, key, raw in rows if table == _RECORD_SPECS}
+        self._specs_stored = {}
         for table, key, raw in rows:
+            if table == _RECORD_SPECS:
+                continue
             tp = self._tables.get(table)
             if tp is None:
                 # Loading without it would restart the node with part of its state missing.
@@ -154,10 +198,23 @@ class Store:
                     "(written by a newer version?)"
                 )
             try:
-                out[table][key] = codec.from_data(tp, codec.loads_canonical(raw), f"{table}/{key}")
+                out[table][key] = self._decode(table, key, tp, raw, specs)
             except Exception as exc:
                 raise StoreError(f"{self.path}: {table}/{key} is unreadable: {exc}") from exc
         return out
+
+    def _decode(
+        self, table: str, key: str, tp: type[Any], raw: bytes, specs: dict[str, bytes]
+    ) -> Any:
+        data = codec.loads(raw)  # rows written before the split hold their spec still
+        if self._split_specs and table == RECORDS and isinstance(data, dict) and "spec" not in data:
+            spec_raw = specs.get(key)
+            if spec_raw is None:
+                raise StoreError("its spec is missing")
+            spec = codec.from_data(SignedSpec, codec.loads(spec_raw), f"{table}/{key}.spec")
+            self._specs_stored[key] = spec
+            return codec.from_data(tp, data, f"{table}/{key}", given={"spec": spec})
+        return codec.from_data(tp, data, f"{table}/{key}")
 
     # --- the daemon's own settings -----------------------------------------------------
 

@@ -13,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colonyp2p.codec import MAX_DEPTH, canonical_bytes, from_data, loads_canonical, to_data
+from colonyp2p.codec import (
+    MAX_DEPTH,
+    canonical_bytes,
+    from_data,
+    loads,
+    loads_canonical,
+    plain_bytes,
+    to_data,
+    to_data_without,
+)
 from colonyp2p.errors import MalformedMessage
 
 
@@ -122,6 +131,32 @@ def test_canonical_bytes_equal_for_equal_objects(obj: Outer) -> None:
     assert canonical_bytes(shuffled) == canonical_bytes(obj) == canonical_bytes(obj)
 
 
+@settings(max_examples=100, deadline=None)
+@given(outers)
+def test_plain_bytes_round_trip(obj: Outer) -> None:
+    back = from_data(Outer, loads(plain_bytes(obj)))
+    assert back == obj
+    assert canonical_bytes(back) == canonical_bytes(obj)
+
+
+@settings(max_examples=100, deadline=None)
+@given(outers, st.sampled_from([f.name for f in dataclasses.fields(Outer)]))
+def test_a_field_kept_elsewhere_is_given_back(obj: Outer, name: str) -> None:
+    data = to_data_without(obj, name)
+    assert name not in data
+    given_back = {name: getattr(obj, name)}
+    assert from_data(Outer, loads(cbor2.dumps(data)), given=given_back) == obj
+    with pytest.raises(MalformedMessage, match="kept elsewhere"):
+        from_data(Outer, to_data(obj), given=given_back)
+
+
+def test_only_a_dataclass_has_fields_to_keep_elsewhere() -> None:
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        to_data_without(Inner("n", 1, 0.5), "nope")
+    with pytest.raises(TypeError, match="need a dataclass"):
+        from_data(tuple[int, ...], [1], given={"x": 1})
+
+
 def test_int_in_a_float_field_encodes_as_the_float_it_decodes_to() -> None:
     obj = Inner(name="n", count=1, ratio=3)
     assert canonical_bytes(obj) == canonical_bytes(Inner(name="n", count=1, ratio=3.0))
@@ -208,6 +243,10 @@ def test_maps_in_any_other_key_order_are_refused(value: dict[str, int]) -> None:
         (("level",), True, r"Outer\.level"),
         (("level",), 0.0, r"Outer\.level"),
         (("maybe",), 3, r"Outer\.maybe"),
+        (("inner", "count"), True, r"Outer\.inner\.count"),
+        (("inner", "flag"), 1, r"Outer\.inner\.flag"),
+        (("names",), ["a", 1], r"Outer\.names\[1\]"),
+        (("names",), ["a", b"b"], r"Outer\.names\[1\]"),
         (("extra", "x", 1), {1: 2}, r"Outer\.extra\.x\[1\]"),
         (("extra", "x", 1), {1, 2}, r"Outer\.extra\.x\[1\]"),
     ],

@@ -4,6 +4,7 @@ a newer schema are refused with clear errors that leave the data as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -216,15 +217,24 @@ def replay(model: dict[str, dict[str, Any]], batch: list[Any]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(batches)
-def test_what_is_applied_loads_back_equal_after_a_reopen(batches: list[list[Any]]) -> None:
+@given(batches, st.booleans())
+def test_what_is_applied_loads_back_equal_after_a_reopen(
+    batches: list[list[Any]], reopen_between: bool
+) -> None:
     model: dict[str, dict[str, Any]] = {table: {} for table in TABLES}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.db"
-        with Store(path) as store:
+        store = Store(path)
+        try:
             for batch in batches:
                 store.apply(batch)
                 replay(model, batch)
+                if reopen_between:  # as a restarted daemon: load, then go on writing
+                    store.close()
+                    store = Store(path)
+                    assert store.load() == model
+        finally:
+            store.close()
         with Store(path) as store:
             loaded = store.load()
     assert loaded == model
@@ -272,6 +282,83 @@ def test_a_restarted_node_gets_back_what_its_core_persisted(tmp_path: Path) -> N
     again = ColonyNode(OWNER.member_id, membership, params, durable=durable)
     assert again.client.pending == node.client.pending
     assert again.record(pid) == node.record(pid)
+
+
+def _steps(record: KeeperRecord) -> list[KeeperRecord]:
+    """The record as a keeper rewrites it: stored, promised, accepted, decided."""
+    stored = dataclasses.replace(record, promised=0, holder="", accepted=None, decided=None)
+    promised = dataclasses.replace(stored, promised=3, holder=MEMBER_IDS[1])
+    accepted = dataclasses.replace(promised, accepted_epoch=3, accepted=record.accepted)
+    return [stored, promised, accepted, record]
+
+
+def _rows(path: Path) -> list[tuple[str, str, bytes]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT tbl, key, value FROM state ORDER BY tbl, key").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_records_spec_is_written_once_for_all_its_steps(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    record = make_record(1)
+    steps = _steps(record)
+    with Store(path) as store:
+        for step in steps[:2]:
+            store.apply([Persist(RECORDS, record.pid, step)])
+    first = _rows(path)
+    with Store(path) as store:  # a restart in between: the spec's row is known again
+        assert store.load()[RECORDS] == {record.pid: steps[1]}
+        for step in steps[2:]:
+            store.apply([Persist(RECORDS, record.pid, step)])
+        assert store.load()[RECORDS] == {record.pid: record}
+    rows = _rows(path)
+    assert [(t, k) for t, k, _ in rows] == [("record-specs", record.pid), (RECORDS, record.pid)]
+    assert rows[0] == first[0]  # written once, at the first step
+    signature = record.spec.signature
+    assert signature in rows[0][2] and signature not in rows[1][2]
+
+
+def test_a_new_spec_under_the_same_key_replaces_the_old(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        store.apply([Persist(RECORDS, "k", make_record(1))])
+        store.apply([Persist(RECORDS, "k", make_record(2))])
+        assert store.load()[RECORDS] == {"k": make_record(2)}
+        store.apply([Persist(RECORDS, "k", None)])
+    assert _rows(path) == []
+
+
+def test_records_written_with_their_spec_inside_still_load(tmp_path: Path) -> None:
+    # rows from before specs had rows of their own: canonical CBOR of the whole record
+    path = tmp_path / "s.db"
+    record = make_record(1)
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO state VALUES (?, ?, ?)", (RECORDS, record.pid, codec.canonical_bytes(record))
+    )
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.load()[RECORDS] == {record.pid: record}
+        store.apply([Persist(RECORDS, record.pid, dataclasses.replace(record, promised=4))])
+    with Store(path) as store:
+        assert store.load()[RECORDS][record.pid].promised == 4
+
+
+def test_a_record_whose_spec_row_is_gone_is_refused_on_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    record = make_record(1)
+    with Store(path) as store:
+        store.apply([Persist(RECORDS, record.pid, record)])
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM state WHERE tbl = 'record-specs'")
+    db.commit()
+    db.close()
+    with Store(path) as store, pytest.raises(StoreError, match="unreadable: its spec is missing"):
+        store.load()
 
 
 # --- atomicity ------------------------------------------------------------------------------
@@ -476,6 +563,8 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     with Store(path) as store:
         store.apply([Persist(RECORDS, "r", make_record(1))])
     db = sqlite3.connect(path)
+    rows = db.execute("SELECT * FROM state ORDER BY tbl, key").fetchall()
+    assert rows
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(StoreError, match=r"schema version 2, newer .* upgrade"):
@@ -483,7 +572,7 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
-        assert db.execute("SELECT count(*) FROM state").fetchone()[0] == 1
+        assert db.execute("SELECT * FROM state ORDER BY tbl, key").fetchall() == rows
     finally:
         db.close()
 

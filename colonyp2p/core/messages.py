@@ -301,7 +301,8 @@ MAX_BATCH = 1024
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One message of a batch: its type name and its canonical CBOR body."""
+    """One message of a batch: its type name and its CBOR body (plain, not canonical:
+    the envelope's signature covers these bytes, and nothing hashes them again)."""
 
     type: str
     body: bytes
