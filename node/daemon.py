@@ -65,7 +65,7 @@ from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
 from colonyp2p.errors import ColonyError
 from colonyp2p.executors.base import Executor, RunRequest
 from colonyp2p.executors.factory import make
-from colonyp2p.executors.python import Registry
+from colonyp2p.executors.python import PythonExecutor, Registry
 from colonyp2p.identity import Identity
 from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.membership import MembershipSet
@@ -266,6 +266,8 @@ class Daemon:
                     await nursery.start(self.discovery.run)
                     nursery.start_soon(self._discover, self.discovery)
                 await nursery.start(self.fs.run)
+                if isinstance(self.executor_impl, PythonExecutor) and self.executor_impl.pool:
+                    await self.executor_impl.pool.warm()
                 self.api_port = await nursery.start(
                     api.serve, DaemonBackend(self), "127.0.0.1", self.config.api_port
                 )
@@ -293,6 +295,9 @@ class Daemon:
                 task_status.started()
         finally:
             self.home.clear_runtime()
+            if isinstance(self.executor_impl, PythonExecutor) and self.executor_impl.pool:
+                with trio.CancelScope(shield=True):
+                    await self.executor_impl.pool.close()
             await trio.to_thread.run_sync(self.store.close)
 
     def _should_dial(self, member: str) -> bool:

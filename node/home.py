@@ -38,6 +38,9 @@ class ExecutorConfig:
     builtin: bool = True  # also serve colonyp2p.executors.builtin
     capacity: int = 2
     location: str = ""
+    # python: "thread" (calls in the node's process) or "process" (worker processes:
+    # a core each, really stopped when cancelled, a crash re-run on another worker)
+    isolation: str = "thread"
 
 
 @dataclass

@@ -187,9 +187,9 @@ def run_peer(name: str, args: argparse.Namespace, redis_url: str, logs: Path) ->
 
 
 @contextlib.contextmanager
-def executor_functions(entries: list[str], capacity: int) -> Iterator[None]:
+def executor_functions(entries: list[str], capacity: int, isolation: str) -> Iterator[None]:
     """bench_daemon's ``configure`` (which found/add_member call), also listing ``entries``
-    in the executor's ``functions`` and setting its capacity."""
+    in the executor's ``functions`` and setting its capacity and isolation."""
     plain = bd.configure
 
     def configure(node: Node, *rest: Any, **named: Any) -> None:
@@ -198,6 +198,7 @@ def executor_functions(entries: list[str], capacity: int) -> Iterator[None]:
         if config.executor is not None:
             config.executor.functions = list(entries)
             config.executor.capacity = capacity
+            config.executor.isolation = isolation
             node.home.save_config(config)
 
     bd.configure = configure
@@ -208,11 +209,11 @@ def executor_functions(entries: list[str], capacity: int) -> Iterator[None]:
 
 
 def colony_up(
-    c: Cluster, size: int, params: dict[str, float], capacity: int
+    c: Cluster, size: int, params: dict[str, float], capacity: int, isolation: str
 ) -> tuple[Node, list[Node]]:
     """Three executor daemons; with 5, the owner and one more member run no executor. The
     owner submits. Returns (submitter, executors)."""
-    with executor_functions(FUNCTIONS, capacity):
+    with executor_functions(FUNCTIONS, capacity, isolation):
         if size == 3:
             owner = bd.found(c, params)
             for i in (1, 2):
@@ -292,6 +293,7 @@ def cp_throughput(
         "clients": args.clients,
         "batch": args.batch,
         "capacity": args.capacity,
+        "isolation": args.isolation,
         "daemon_cpu_s": run["daemon_cpu_s"],
         "daemon_cpu_ms_per_task": round(cpu / max(1, ended) * 1000, 1),
         "failure_reasons": run["failure_reasons"],
@@ -352,14 +354,43 @@ def cp_kill(
     watcher: bd.Watcher,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """With worker processes (isolation "process"): first the worker running the attempt
+    is killed, as Dask's and Ray's are (the node stays); then, for a second attempt, the
+    executor's whole daemon. With threads, only the daemon (the function runs in it)."""
+    out: dict[str, Any] = {}
+    if args.isolation == "process":
+        worker = _kill_once(c, submitter, executors, watcher, args, whole_daemon=False)
+        out.update(worker)
+        out["killed"] = "the worker process running the function (its daemon stays)"
+    daemon = _kill_once(c, submitter, executors, watcher, args, whole_daemon=True)
+    if args.isolation == "process":
+        out["daemon"] = daemon
+    else:
+        out.update(daemon)
+    return out
+
+
+def _kill_once(
+    c: Cluster,
+    submitter: Node,
+    executors: list[Node],
+    watcher: bd.Watcher,
+    args: argparse.Namespace,
+    whole_daemon: bool,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="compare-kill-") as tmp:
         marker = Path(tmp) / "attempts"
         spec = {"funcname": "attempt", "args": [str(marker), args.hold], "maxretries": 3}
         pid = str(submitter.submit(spec)["pid"])
         first = wait_for(lambda: tasks.attempts(str(marker))["first"], 60, "the first start")
-        victim = next(n for n in executors if n.pid == int(cast(list[int], first)[0]))
+        worker_pid, parent_pid = cast(list[int], first)
+        # in a worker process, the function's parent is the daemon
+        node_pid = parent_pid if args.isolation == "process" else worker_pid
+        victim = next(n for n in executors if n.pid == node_pid)
         observer = (
-            submitter if submitter is not victim else next(n for n in c.nodes if n is not victim)
+            submitter
+            if submitter is not victim or not whole_daemon
+            else next(n for n in c.nodes if n is not victim)
         )
         # the result as a client learns it from the event stream of the submitter's node,
         # or of another node (one of the process's keepers) where the submitter's is the
@@ -367,7 +398,7 @@ def cp_kill(
         follow = watcher if observer is submitter else bd.Watcher(observer)
         time.sleep(0.2)  # mid-task
         t_kill, killed_at = time.perf_counter(), time.time()
-        os.kill(victim.pid, signal.SIGKILL)
+        os.kill(victim.pid if whole_daemon else worker_pid, signal.SIGKILL)
         heard = follow.wait(pid, args.limit)
         if follow is not watcher:
             follow.close()
@@ -376,18 +407,31 @@ def cp_kill(
             process = api.process(pid)
         seen = tasks.attempts(str(marker))
     out: dict[str, Any] = {
-        "killed": f"the executor's daemon ({victim.name}), which runs the function in a "
-        "worker thread",
+        "killed": f"the executor's daemon ({victim.name})"
+        + (", whose worker process ran the function" if args.isolation == "process" else "")
+        + (", which runs the function in a worker thread" if args.isolation == "thread" else ""),
         "recovered_s": round(t_result - t_kill, 3),
         "killed_at_unix": round(killed_at, 4),  # to read the daemons' logs against
         "state": state,
         "started": seen["started"],
         "completed": seen["completed"],
-        "ran_elsewhere": process.get("executor") not in (None, victim.member_id),
+        # the daemon: another node's; the worker: another worker process (its output
+        # is the (pid, parent pid) of the process that ran it)
+        "ran_elsewhere": process.get("executor") not in (None, victim.member_id)
+        if whole_daemon
+        else _ran_by(process) not in (None, worker_pid),
     }
     if state != "successful":
         out["error"] = f"ended {state}: {process.get('errors')}"
     return out
+
+
+def _ran_by(process: dict[str, Any]) -> int | None:
+    output = process.get("output")
+    try:
+        return int(cast(list[list[int]], output)[0][0])
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def cp_data(
@@ -453,7 +497,7 @@ def run_colonyp2p(size: int, args: argparse.Namespace, logs: Path) -> dict[str, 
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     with bd.colony(root) as c:
-        submitter, executors = colony_up(c, size, params, args.capacity)
+        submitter, executors = colony_up(c, size, params, args.capacity, args.isolation)
         result["start_s"] = round(time.perf_counter() - t0, 2)
         result["worker_pids"] = [n.pid for n in executors]
         result["daemons"] = {n.name: n.pid for n in c.nodes}
@@ -628,6 +672,12 @@ def cell(results: dict[str, Any], system: str, row: tuple[str, str, str, str, bo
         text += f"; {int(entry.get('completed', 0)):,} tasks"
     if scenario == "kill":
         text += f"; started {entry['started']}x, completed {entry['completed']}x"
+        daemon = entry.get("daemon")
+        if isinstance(daemon, dict) and daemon.get("recovered_s") is not None:
+            text += (
+                f"; whole daemon killed: {daemon['recovered_s']:.3g} s, started "
+                f"{daemon['started']}x, completed {daemon['completed']}x"
+            )
     if scenario == "fanout":
         text += f"; {entry['children']:,} children"
     if scenario == "data":
@@ -715,10 +765,14 @@ def _targets(results: dict[str, Any]) -> list[str]:
     lease = bd.daemon_params(bd.PARAM_SETS[results["args"]["params"]]).lease_seconds
     out += [
         "",
-        "A killed colonyp2p executor's keepers see its connections close (the kernel closes "
-        "a killed process's sockets), end its leases at once and offer its processes to the "
-        f"next executor; its lease ({lease:g} s, `lease_seconds`) is only the fallback for a "
-        "holder cut off without a closed connection. Celery's message comes back after the "
+        "A colonyp2p executor whose worker process is killed sees the worker's pipe close, "
+        "and runs the call again at once on its spare worker, within the lease it holds (up "
+        "to the spec's `maxretries`): no other node is involved until the result is "
+        "accepted. A killed colonyp2p daemon's keepers see its connections close (the "
+        "kernel closes a killed process's sockets), end its leases at once and offer its "
+        f"processes to the next executor; its lease ({lease:g} s, `lease_seconds`) is only "
+        "the fallback for a holder cut off without a closed connection. Celery's message "
+        "comes back after the "
         "visibility timeout (set to 10 s here). Dask's scheduler and Ray's raylet see the "
         "worker's connection close and reschedule at once. One kill per system and run: "
         "these figures vary by several milliseconds from run to run.",
@@ -728,6 +782,8 @@ def _targets(results: dict[str, Any]) -> list[str]:
 
 def _setup(results: dict[str, Any]) -> list[str]:
     a = results["args"]
+    isolation = a.get("isolation", "thread")
+    where_calls = "worker processes" if isolation == "process" else "threads of the daemon"
     out = [
         "## What ran",
         "",
@@ -738,7 +794,8 @@ def _setup(results: dict[str, Any]) -> list[str]:
         "- **colonyp2p**: real `colonynode` daemons on 127.0.0.1 started as "
         "`bench/bench_daemon.py` starts them (its `found`, `add_member`, `settle`, `Watcher`, "
         "`throughput_run` are imported). With 3 daemons all three are executors (python "
-        f"executor, capacity {a.get('capacity', 2)}: processes in flight at once) and the "
+        f"executor, capacity {a.get('capacity', 2)}: processes in flight at once, calling "
+        f"functions in {where_calls} (`isolation` {isolation!r})) and the "
         "owner, one of them, takes the submits; with 5, the owner "
         "and one more member run no executor and the owner takes the submits. The client uses "
         "the owner's local API (`ApiClient`); a result is seen on the owner's event stream.",
@@ -766,10 +823,12 @@ def _setup(results: dict[str, Any]) -> list[str]:
         f"(d) `tasks.attempt`: the first attempt holds for {a['hold']:g} s; the process that "
         "runs it is SIGKILLed 0.2 s after it started; time from the kill to the client "
         "holding the result, and how often the function started and completed (from a file "
-        "it appends to). colonyp2p: the executor's whole daemon (the function runs in its "
-        "worker thread), spec `maxretries` 3, the result read from the submitter's event "
-        "stream (from another node's, one of the process's keepers, if the submitter's was "
-        "the one killed); "
+        "it appends to). colonyp2p: with worker processes, first the worker process running "
+        "the function (its daemon stays, as Dask's nanny and Ray's raylet do: the table's "
+        "figure), then for a second attempt the executor's whole daemon (the cell's 'whole "
+        "daemon killed'); with threads, only the whole daemon; spec `maxretries` 3, the "
+        "result read from the submitter's event stream (from another node's, one of the "
+        "process's keepers, if the submitter's was the one killed); "
         "Celery: the whole worker node (main and pool process); Dask and Ray: the worker "
         "process (their nanny / raylet stays).",
         f"(e) {a['mib']} MiB of random bytes from the client to a worker, checked there "
@@ -945,6 +1004,13 @@ def main() -> int:
     parser.add_argument("--profile", type=float, default=30.0, help="py-spy seconds in (b)")
     parser.add_argument("--params", choices=sorted(bd.PARAM_SETS), default="bench")
     parser.add_argument("--capacity", type=int, default=32, help="colonyp2p executor capacity")
+    parser.add_argument(
+        "--isolation",
+        choices=("process", "thread"),
+        default="process",
+        help="where colonyp2p's python executors call functions (worker processes, as "
+        "Dask's and Ray's workers are, or threads of the daemon)",
+    )
     parser.add_argument("--clients", type=int, default=2, help="colonyp2p throughput clients")
     parser.add_argument("--batch", type=int, default=20, help="colonyp2p specs per submit call")
     parser.add_argument("--skip-install", action="store_true")
