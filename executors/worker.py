@@ -33,16 +33,27 @@ PARENT_CHECK = 0.2  # seconds between checks that the node is still there (no pi
 
 def read_frame(stream: BinaryIO) -> Any | None:
     """The next message, or None at the end of the stream."""
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
+    header = _read_exactly(stream, HEADER.size)
+    if header is None:
         return None
     (size,) = HEADER.unpack(header)
     if size > MAX_FRAME:
         raise ValueError(f"a frame of {size} bytes exceeds {MAX_FRAME}")
-    body = stream.read(size)
-    if len(body) < size:
-        return None
-    return cbor2.loads(body)
+    body = _read_exactly(stream, size)
+    return None if body is None else cbor2.loads(body)
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    # a pipe hands over what it holds: a large frame comes in pieces
+    parts: list[bytes] = []
+    left = size
+    while left:
+        part = stream.read(left)
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 def encode_frame(message: Any) -> bytes:

@@ -67,6 +67,11 @@ async def test_calls_run_in_worker_processes_and_prints_come_back_as_log_lines()
         assert not failed.ok and failed.errors[0] == "RuntimeError: boom"
         unknown = await pool.run("nope", (), {}, (), lines.append, 0)
         assert unknown.errors == ("function 'nope' is not served here",)
+        # frames larger than a pipe holds (64 KiB) arrive in pieces, both ways
+        big = "x" * 1_000_000
+        assert (await pool.run("echo", (big,), {}, (), lines.append, 0)).output == (
+            {"args": [big], "kwargs": {}},
+        )
         # a function writing to file descriptor 1 does not corrupt the replies
         await pool.run("write_fd", (1, b"not a frame\n"), {}, (), lines.append, 0)
         again = await pool.run("getpid", (), {}, (), lines.append, 0)
