@@ -32,7 +32,7 @@ def make(config: ExecutorConfig, registry: Registry | None = None) -> Executor:
                     "registered in code run in threads (isolation = 'thread')",
                     "executor.isolation",
                 )
-            pool = WorkerPool(config.functions, config.builtin)
+            pool = WorkerPool(config.functions, config.builtin, config.workers)
         if registry is None:
             registry = builtin() if config.builtin else Registry()
             registry.load(config.functions)

@@ -99,9 +99,15 @@ class _Worker:
 
 
 class WorkerPool:
-    """Up to ``capacity`` busy workers and ``SPARES`` idle ones, started as needed."""
+    """Up to ``workers`` calls at once (0: one per core; more wait for a worker), each in
+    a worker process of its own, and ``SPARES`` idle workers more, started as needed."""
 
-    def __init__(self, entry_points: Sequence[str], builtin: bool) -> None:
+    def __init__(self, entry_points: Sequence[str], builtin: bool, workers: int = 0) -> None:
+        # calls at once: the node's capacity counts processes in flight, most of them in
+        # a protocol round, not computing; a worker each would start a Python per slot
+        self.workers = workers if workers > 0 else (os.cpu_count() or 1)
+        self._slots = trio.Semaphore(self.workers)
+        self._starting = 0
         node = ["--node", str(os.getpid())]
         self._command = [sys.executable, "-m", "colonyp2p.executors.worker", *node]
         self._command += (["--builtin"] if builtin else []) + list(entry_points)
@@ -119,15 +125,26 @@ class WorkerPool:
         return sorted(w.pid for w in self._idle)
 
     async def _start(self) -> _Worker:
-        process = await trio.lowlevel.open_process(
-            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        """A new worker; the caller counted it in ``_starting`` already."""
+        try:
+            process = await trio.lowlevel.open_process(
+                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        finally:
+            self._starting -= 1
         self.started += 1
         return _Worker(process)
 
     async def _spare(self) -> None:
         worker = await self._start()
         self._idle.append(worker)
+
+    def _more_spares(self, nursery: trio.Nursery) -> None:
+        """Start a spare if none is idle or on its way, within workers + SPARES."""
+        alive = len(self._idle) + len(self._busy) + self._starting
+        if len(self._idle) + self._starting < SPARES and alive < self.workers + SPARES:
+            self._starting += 1
+            nursery.start_soon(self._spare)
 
     async def _take(self) -> _Worker:
         while self._idle:
@@ -140,12 +157,14 @@ class WorkerPool:
                 worker.pid,
                 worker.process.returncode,
             )
+        self._starting += 1
         return await self._start()
 
     async def warm(self) -> None:
         """Start the spare workers now (it takes them a tenth of a second to import), so
         that the first call does not wait for a start-up."""
-        while len(self._idle) < SPARES:
+        while len(self._idle) + self._starting < SPARES:
+            self._starting += 1
             await self._spare()
 
     async def run(
@@ -159,14 +178,14 @@ class WorkerPool:
     ) -> RunResult:
         message = {"funcname": funcname, "args": args, "kwargs": kwargs, "inputs": inputs}
         deaths: list[str] = []
-        async with trio.open_nursery() as nursery:
+        async with self._slots, trio.open_nursery() as nursery:
             while True:
                 worker = await self._take()
+                self._busy.add(worker)
                 # not for a re-run: a Python start-up takes a core for about 0.1 s, which
                 # the re-run, the one call waited for, would share
-                if len(self._idle) < SPARES and not deaths:
-                    nursery.start_soon(self._spare)
-                self._busy.add(worker)
+                if not deaths:
+                    self._more_spares(nursery)
                 try:
                     reply = await worker.call(message, log_line)
                 except WorkerDied as died:

@@ -41,6 +41,7 @@ class ExecutorConfig:
     # python: "thread" (calls in the node's process) or "process" (worker processes:
     # a core each, really stopped when cancelled, a crash re-run on another worker)
     isolation: str = "thread"
+    workers: int = 0  # isolation "process": calls at once, each in a worker (0: one per core)
 
 
 @dataclass

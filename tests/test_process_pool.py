@@ -80,6 +80,28 @@ async def test_calls_run_in_worker_processes_and_prints_come_back_as_log_lines()
         await pool.close()
 
 
+async def test_calls_beyond_the_workers_wait_for_one() -> None:
+    pool = WorkerPool(ENTRIES, builtin=False, workers=2)
+    try:
+        most = 0
+        done: list[RunResult] = []
+
+        async def call() -> None:
+            done.append(await pool.run("nap", (0.2,), {}, (), print, 0))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(call)
+            while len(done) < 5:
+                most = max(most, len(pool.busy_pids))
+                await trio.sleep(0.005)
+        assert done == [RunResult(True, output=(None,))] * 5
+        assert most == 2
+        assert pool.started <= 3  # two workers and a spare, not a Python per call
+    finally:
+        await pool.close()
+
+
 async def test_a_killed_worker_s_call_runs_again_on_another_worker() -> None:
     pool = _pool()
     try:
