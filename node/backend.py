@@ -173,7 +173,7 @@ class DaemonBackend:
 
     async def _submit(self, specs: tuple[SignedSpec, ...]) -> bool:
         d = self.daemon
-        rows = {SUBMITTED + s.pid: codec.canonical_bytes(s) for s in specs}
+        rows = {SUBMITTED + s.pid: codec.plain_bytes(s) for s in specs}
         await trio.to_thread.run_sync(d.store.set_meta_many, rows)
         acks = [d.expect("acknowledged", s.pid) for s in specs]
         try:
@@ -195,7 +195,7 @@ class DaemonBackend:
         raw = await trio.to_thread.run_sync(d.store.get_meta, SUBMITTED + pid)
         if raw is None:
             return None
-        return codec.from_data(SignedSpec, codec.loads_canonical(raw), "spec")
+        return codec.from_data(SignedSpec, codec.loads(raw), "spec")
 
     async def process(self, pid: str) -> dict[str, Any] | None:
         status = await self.daemon.status_of(pid)
