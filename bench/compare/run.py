@@ -812,8 +812,11 @@ def _setup(results: dict[str, Any]) -> list[str]:
         f"(b) {a['n']:,} no-ops submitted as one batch by each peer's client (Celery `group`, "
         "Dask `client.map`, Ray a list of `.remote()`), from the first submit to the last "
         f"result. colonyp2p: {a.get('clients', 1)} client thread(s) submitting back to back, "
-        f"{a.get('batch', 1)} no-ops a call (`submit_many`; the best setting in "
-        f"bench/results/DAEMON.md), stopping after a {a['budget']:g} s budget; the rate is "
+        f"{a.get('batch', 1)} no-ops a call (`submit_many`, which takes up to 1,000; of 20, "
+        "50, 100, 150 and 200 a call with two clients, 100 did best on this machine, "
+        "2026-11-25: 20 gave about 350/s, 50 440-465/s, 100 480-530/s, 150 and 200 about "
+        "350-370/s, where executors with longer backlogs contend for each other's "
+        f"processes), stopping after a {a['budget']:g} s budget; the rate is "
         "successful processes per second from the first submit to the last result, and the "
         "cell says how many of the N ran.",
         f"(c) {a['fanout']:,} children `add(i)` and a gather that sums their outputs (checked): "
@@ -1012,7 +1015,9 @@ def main() -> int:
         "Dask's and Ray's workers are, or threads of the daemon)",
     )
     parser.add_argument("--clients", type=int, default=2, help="colonyp2p throughput clients")
-    parser.add_argument("--batch", type=int, default=20, help="colonyp2p specs per submit call")
+    parser.add_argument(
+        "--batch", type=int, default=100, help="colonyp2p specs per submit call (submit_many)"
+    )
     parser.add_argument("--skip-install", action="store_true")
     parser.add_argument(
         "--report-only", action="store_true", help="only rewrite COMPARE.md and the plot"
