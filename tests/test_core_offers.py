@@ -5,6 +5,7 @@ and is passed over in rankings until it is heard from again."""
 from __future__ import annotations
 
 import random
+import sys
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -235,3 +236,24 @@ def test_another_keeper_s_announcement_of_the_same_round_is_taken_up() -> None:
     assert spec.pid not in executor.executor.active
     again = executor.on_message(other, Offer(SpecAnnounce(spec, keepers, 1)), 1.02)
     assert [m for m in _sent(again, keeper) if isinstance(m, Prepare)]
+
+
+def test_a_backlog_its_own_keeper_refuses_is_worked_through_without_recursion() -> None:
+    """A claim the node's own keeper refuses ends inside the claim (the Prepare loops
+    back), and each end takes the next candidate: a daemon with a backlog of those died
+    of RecursionError in a 5-daemon throughput run."""
+    node = _node(EXEC_A)
+    me, other = EXEC_A.member_id, EXEC_B.member_id
+    holding = [_spec(10_000 + i) for i in range(node.executor.capacity)]
+    for s in holding:  # kept elsewhere: these claims wait for an answer and fill the slots
+        node.on_message(OWNER.member_id, Offer(SpecAnnounce(s, (other,), 0), 0), 1.0)
+    assert len(node.executor.active) == node.executor.capacity
+    # kept here, by a keeper that has never heard of them: refused at once ("unknown")
+    backlog = [_spec(20_000 + i) for i in range(3 * sys.getrecursionlimit() // 10)]
+    for s in backlog:
+        node.on_message(OWNER.member_id, Offer(SpecAnnounce(s, (me,), 0), 0), 1.0)
+    assert set(node.executor.candidates) == {s.pid for s in backlog}
+    out = node.on_message(other, Refuse(holding[0].pid, 1, "leased", 1), 1.0)
+    assert not node.executor.candidates  # every one claimed, and refused
+    assert set(node.executor.active) == {s.pid for s in holding[1:]}
+    assert not [m for m in _sent(out) if isinstance(m, Prepare)]  # all of them local

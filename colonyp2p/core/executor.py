@@ -55,6 +55,8 @@ class ExecutorRole:
         self._ready: list[tuple[tuple[int, int, int, float], str]] = []
         self.active: dict[str, int] = {}  # pid -> epoch of claims in flight or running
         self._wake_at = math.inf
+        self._claiming = False  # try_claim is running (see there)
+        self._again = False
         # per _match_key: a spec with it, and the executors whose ads match it
         self._matching: dict[object, tuple[FunctionSpec, set[str]]] = {}
         self._keys: dict[str, int] = {}
@@ -148,6 +150,23 @@ class ExecutorRole:
         self.try_claim(now)
 
     def try_claim(self, now: float) -> None:
+        # A claim this node's own keeper refuses ends inside begin() (the message loops
+        # back), and its end calls try_claim again: with a backlog of such claims that
+        # recursed once per candidate, until Python's limit killed the daemon. The outer
+        # call's loop takes the next candidate instead.
+        if self._claiming:
+            self._again = True
+            return
+        self._claiming = True
+        try:
+            self._again = True
+            while self._again:  # once more where a nested call had something new
+                self._again = False
+                self._claim_ready(now)
+        finally:
+            self._claiming = False
+
+    def _claim_ready(self, now: float) -> None:
         pending, ready, candidates = self._pending, self._ready, self.candidates
         while pending and pending[0][0] <= now:
             _, pid = heapq.heappop(pending)
