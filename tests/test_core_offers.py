@@ -257,3 +257,28 @@ def test_a_backlog_its_own_keeper_refuses_is_worked_through_without_recursion() 
     assert not node.executor.candidates  # every one claimed, and refused
     assert set(node.executor.active) == {s.pid for s in holding[1:]}
     assert not [m for m in _sent(out) if isinstance(m, Prepare)]  # all of them local
+
+
+def test_an_unanswered_prepare_is_resent_backing_off_then_given_up() -> None:
+    """Keepers that answer late are busy: resends come after 1, 2, 4, 4 and 4 request
+    timeouts, not at a fixed pace, and then the claim is given up."""
+    node = _node(EXEC_A)
+    other = EXEC_B.member_id
+    spec = _spec(30_000)
+    key = ("ballot", spec.pid, 1)
+    out = node.on_message(OWNER.member_id, Offer(SpecAnnounce(spec, (other,), 0), 0), 1.0)
+    assert [m for m in _sent(out, other) if isinstance(m, Prepare)]
+    timeout = PARAMS.request_timeout
+    waits = []
+    now = 1.0
+    while True:
+        due = [e.at for e in out if isinstance(e, fx.SetTimer) and e.key == key]
+        if not due:
+            break
+        waits.append(round((due[0] - now) / timeout, 6))
+        now = due[0]
+        out = node.on_timer(key, now)
+        resent = [m for m in _sent(out, other) if isinstance(m, Prepare)]
+        assert bool(resent) == bool([e for e in out if isinstance(e, fx.SetTimer)])
+    assert waits == [1, 2, 4, 4, 4]
+    assert spec.pid not in node.executor.active and spec.pid not in node.executor.candidates

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from colonyp2p.core.node import ColonyNode
 
 MAX_RESENDS = 4
+# A request unanswered is resent after request_timeout, then twice, four times as long
+# (at most): keepers that answer late are busy, and resending at a fixed pace to a
+# colony that has fallen behind only adds to what it has to get through.
+RESEND_BACKOFF_CAP = 4
 
 
 @dataclass(slots=True)
@@ -91,7 +95,10 @@ class Proposer:
         for keeper in b.keepers:
             if keeper not in b.promises and keeper not in b.refusals:
                 self.node.send(keeper, msg)
-        self.node.set_timer(now + self.node.params.request_timeout, ("ballot", b.pid, b.epoch))
+        self.node.set_timer(now + self._timeout(b), ("ballot", b.pid, b.epoch))
+
+    def _timeout(self, b: Ballot) -> float:
+        return self.node.params.request_timeout * min(2**b.resends, RESEND_BACKOFF_CAP)
 
     def _current(self, pid: str, epoch: int, sender: str) -> Ballot | None:
         b = self.ballots.get(pid)
@@ -236,7 +243,7 @@ class Proposer:
         for keeper in b.keepers:
             if keeper not in b.accepts and keeper not in b.nacks:
                 self.node.send(keeper, msg)
-        self.node.set_timer(now + self.node.params.request_timeout, ("ballot", b.pid, b.epoch))
+        self.node.set_timer(now + self._timeout(b), ("ballot", b.pid, b.epoch))
 
     def on_accepted(self, sender: str, msg: Accepted, now: float) -> None:
         b = self._current(msg.pid, msg.epoch, sender)
@@ -273,7 +280,7 @@ class Proposer:
         b = self.ballots.get(pid)
         if b is None or b.epoch != epoch:
             return
-        if now < b.sent_at + self.node.params.request_timeout - 1e-9 and b.phase == "prepare":
+        if now < b.sent_at + self._timeout(b) - 1e-9 and b.phase == "prepare":
             return
         b.resends += 1
         if b.resends > MAX_RESENDS:
