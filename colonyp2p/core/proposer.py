@@ -98,7 +98,7 @@ class Proposer:
         self.node.set_timer(now + self._timeout(b), ("ballot", b.pid, b.epoch))
 
     def _timeout(self, b: Ballot) -> float:
-        return self.node.params.request_timeout * min(2**b.resends, RESEND_BACKOFF_CAP)
+        return self.node.params.request_timeout * min(1 << b.resends, RESEND_BACKOFF_CAP)
 
     def _current(self, pid: str, epoch: int, sender: str) -> Ballot | None:
         b = self.ballots.get(pid)
