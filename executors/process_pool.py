@@ -37,6 +37,10 @@ class WorkerDied(Exception):
     """The worker process ended during a call."""
 
 
+class _Garbage(EOFError):
+    """The worker sent what is not a reply: it is killed and counts as died."""
+
+
 class _Worker:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
@@ -57,6 +61,11 @@ class _Worker:
                     log_line(str(reply["log"]))
                     continue
                 return reply
+        except _Garbage as exc:
+            self.kill()
+            with trio.move_on_after(5):
+                await self.process.wait()
+            raise WorkerDied(f"sent what is not a reply ({exc})") from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
             raise WorkerDied(await self._ended()) from exc
 
@@ -65,14 +74,17 @@ class _Worker:
             if len(self._buffer) >= HEADER.size:
                 (size,) = HEADER.unpack_from(self._buffer)
                 if size > MAX_FRAME:
-                    raise EOFError("oversize frame")
+                    raise _Garbage(f"a frame of {size} bytes")
                 end = HEADER.size + size
                 if len(self._buffer) >= end:
                     body = bytes(self._buffer[HEADER.size : end])
                     del self._buffer[:end]
-                    reply = cbor2.loads(body)
+                    try:
+                        reply = cbor2.loads(body)
+                    except Exception as exc:
+                        raise _Garbage(f"not CBOR: {exc}") from exc
                     if not isinstance(reply, dict):
-                        raise EOFError("not a map")
+                        raise _Garbage(f"a {type(reply).__name__}, not a map")
                     return reply
             chunk = await stdout.receive_some(1 << 16)
             if not chunk:

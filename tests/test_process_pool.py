@@ -20,7 +20,7 @@ import trio
 from colonyp2p.errors import ValidationError
 from colonyp2p.executors.base import RunRequest, RunResult
 from colonyp2p.executors.factory import make
-from colonyp2p.executors.process_pool import WorkerPool
+from colonyp2p.executors.process_pool import WorkerDied, WorkerPool, _Worker
 from colonyp2p.executors.python import PythonExecutor, Registry
 from colonyp2p.model.spec import FunctionSpec
 from colonyp2p.node.home import ExecutorConfig
@@ -235,3 +235,16 @@ def test_isolation_is_checked() -> None:
     with pytest.raises(ValidationError, match="functions registered in code run in threads"):
         make(ExecutorConfig(isolation="process"), Registry())
     assert isinstance(make(ExecutorConfig()), PythonExecutor)
+
+
+async def test_a_worker_that_sends_garbage_is_killed_and_counts_as_died() -> None:
+    # a process speaking the framing but not CBOR, then hanging: it must not hang the call
+    garbage = "import sys, time; sys.stdout.buffer.write(b'\\0\\0\\0\\2\\xff\\xff'); "
+    garbage += "sys.stdout.flush(); time.sleep(60)"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", garbage], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    worker = _Worker(process)
+    with trio.fail_after(10), pytest.raises(WorkerDied, match="sent what is not a reply"):
+        await worker.call({"funcname": "noop", "args": [], "kwargs": {}, "inputs": []}, print)
+    assert process.returncode is not None
