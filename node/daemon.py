@@ -65,6 +65,7 @@ from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
 from colonyp2p.errors import ColonyError
 from colonyp2p.executors.base import Executor, RunRequest
 from colonyp2p.executors.factory import make
+from colonyp2p.executors.process_pool import WorkerPool
 from colonyp2p.executors.python import PythonExecutor, Registry
 from colonyp2p.identity import Identity
 from colonyp2p.model.ads import ExecutorAd
@@ -266,8 +267,8 @@ class Daemon:
                     await nursery.start(self.discovery.run)
                     nursery.start_soon(self._discover, self.discovery)
                 await nursery.start(self.fs.run)
-                if isinstance(self.executor_impl, PythonExecutor) and self.executor_impl.pool:
-                    await self.executor_impl.pool.warm()
+                if self._worker_pool is not None:
+                    await self._worker_pool.warm()
                 self.api_port = await nursery.start(
                     api.serve, DaemonBackend(self), "127.0.0.1", self.config.api_port
                 )
@@ -295,10 +296,16 @@ class Daemon:
                 task_status.started()
         finally:
             self.home.clear_runtime()
-            if isinstance(self.executor_impl, PythonExecutor) and self.executor_impl.pool:
+            if self._worker_pool is not None:
                 with trio.CancelScope(shield=True):
-                    await self.executor_impl.pool.close()
+                    await self._worker_pool.close()
             await trio.to_thread.run_sync(self.store.close)
+
+    @property
+    def _worker_pool(self) -> WorkerPool | None:
+        """The python executor's worker processes, with isolation "process"."""
+        impl = self.executor_impl
+        return impl.pool if isinstance(impl, PythonExecutor) else None
 
     def _should_dial(self, member: str) -> bool:
         """Connect to members as we learn of them, up to MESH_PEERS connections, so gossip

@@ -139,13 +139,7 @@ class Store:
     def _spec_row(self, pid: str, spec: SignedSpec | None) -> tuple[str, str, bytes | None]:
         if spec is None:
             return _RECORD_SPECS, pid, None
-        where = f"{RECORDS}/{pid}.spec"
-        try:
-            raw = codec.plain_bytes(spec)
-            codec.from_data(SignedSpec, codec.loads(raw), where)
-        except Exception as exc:
-            raise StoreError(f"{where} cannot be stored and loaded back: {exc}") from exc
-        return _RECORD_SPECS, pid, raw
+        return _RECORD_SPECS, pid, _checked_bytes(SignedSpec, spec, f"{RECORDS}/{pid}.spec")
 
     def _encode(self, effect: Persist) -> tuple[str, str, bytes | None]:
         table, key, value = effect.table, effect.key, effect.value
@@ -161,19 +155,8 @@ class Store:
             return table, key, None
         if not isinstance(value, tp):
             raise StoreError(f"{table}/{key}: expected a {tp.__name__}, got {type(value).__name__}")
-        # Decode what is about to be stored: a value that encodes but does not decode
-        # (NaN or a non-string map key in an output) would make every restart fail.
-        # Anything may raise here (cbor2, the codec, __post_init__ checks).
-        try:
-            if self._split_specs and table == RECORDS:
-                raw = codec.plain_bytes_without(value, "spec")
-                codec.from_data(tp, codec.loads(raw), f"{table}/{key}", given={"spec": value.spec})
-            else:
-                raw = codec.plain_bytes(value)
-                codec.from_data(tp, codec.loads(raw), f"{table}/{key}")
-        except Exception as exc:
-            raise StoreError(f"{table}/{key} cannot be stored and loaded back: {exc}") from exc
-        return table, key, raw
+        without_spec = self._split_specs and table == RECORDS
+        return table, key, _checked_bytes(tp, value, f"{table}/{key}", without_spec)
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Everything stored, as ``{table: {key: value}}`` (ColonyNode's ``durable``);
@@ -285,3 +268,19 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _checked_bytes(tp: type[Any], value: Any, where: str, without_spec: bool = False) -> bytes:
+    """A row's bytes, decoded once before they are stored: a value that encodes but does
+    not decode (NaN or a non-string map key in an output) would make every restart
+    fail. Anything may raise here (cbor2, the codec, __post_init__ checks)."""
+    try:
+        if without_spec:  # a keeper record, whose spec has a row of its own
+            raw = codec.plain_bytes_without(value, "spec")
+            codec.from_data(tp, codec.loads(raw), where, given={"spec": value.spec})
+        else:
+            raw = codec.plain_bytes(value)
+            codec.from_data(tp, codec.loads(raw), where)
+    except Exception as exc:
+        raise StoreError(f"{where} cannot be stored and loaded back: {exc}") from exc
+    return raw

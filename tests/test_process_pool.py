@@ -34,9 +34,11 @@ def _pool() -> WorkerPool:
 
 
 async def _until(check: Any, what: str, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not check():
-            await trio.sleep(0.01)
+    deadline = trio.current_time() + timeout
+    while not check():
+        if trio.current_time() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        await trio.sleep(0.01)
 
 
 def _alive(pid: int) -> bool:
@@ -89,12 +91,13 @@ async def test_calls_beyond_the_workers_wait_for_one() -> None:
         async def call() -> None:
             done.append(await pool.run("nap", (0.2,), {}, (), print, 0))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(5):
-                nursery.start_soon(call)
-            while len(done) < 5:
-                most = max(most, len(pool.busy_pids))
-                await trio.sleep(0.005)
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(call)
+                while len(done) < 5:
+                    most = max(most, len(pool.busy_pids))
+                    await trio.sleep(0.005)
         assert done == [RunResult(True, output=(None,))] * 5
         assert most == 2
         assert pool.started <= 3  # two workers and a spare, not a Python per call
