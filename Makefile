@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml requirements.lock
 	scripts/bootstrap
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+# setuptools' editable install always warns that a folder named like the package may
+# shadow it (colonyp2p/ is that package): one filter for that one notice
+	PYTHONWARNINGS="ignore:Editable installation" \
+		$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

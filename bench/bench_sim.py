@@ -3,10 +3,12 @@
     .venv/bin/python bench/bench_sim.py            # everything (about 25 minutes on 2 cores)
     .venv/bin/python bench/bench_sim.py --part figures
     .venv/bin/python bench/bench_sim.py --part scaling --sizes 100 1000
+    .venv/bin/python bench/bench_sim.py --part byzantine --seeds 100
 
 figures: continuum-1000 (1,000 members, 10,000 specs, faults) with seed 1 twice (same
 trace digest?) and with seed 2 (a different one?). scaling: the ``scaling`` scenario's
-workload on colonies of 100, 1,000 and 5,000 members.
+workload on colonies of 100, 1,000 and 5,000 members. byzantine: the ``byzantine``
+scenario (three lying members among 32) over many seeds: no lie may be accepted.
 """
 
 from __future__ import annotations
@@ -33,6 +35,39 @@ def run(s: scenarios.Scenario, seed: int) -> dict[str, Any]:
     summary.pop("counters")
     print(f"    {json.dumps(summary)}", flush=True)
     return summary
+
+
+def byzantine_runs(seeds: int) -> dict[str, Any]:
+    """The ``byzantine`` scenario with seeds 1 to ``seeds``: per seed, whether a lie got
+    through (the checker's violation), what was lost, and how many lies were refused."""
+    s = scenarios.load("byzantine")
+    rows = []
+    for seed in range(1, seeds + 1):
+        result = simulate(s, seed)
+        c = result.counters
+        v = result.violation
+        row = {
+            "seed": seed,
+            "violation": None if v is None else f"{v.invariant}: {v.detail}",
+            "lost": len(result.lost),
+            "terminal": result.terminal,
+            "successful": result.successful,
+            "failed": result.failed,
+            "attacks": sum(n for k, n in c.items() if k.startswith("byzantine_")),
+            "refused": sum(n for k, n in c.items() if k.startswith("rejected_")),
+            "wall_seconds": round(result.wall_seconds, 2),
+            "trace_digest": result.trace_digest,
+        }
+        rows.append(row)
+        print(f"    {json.dumps(row)}", flush=True)
+    return {
+        "command": f"python bench/bench_sim.py --part byzantine --seeds {seeds}",
+        "members": s.nodes,
+        "liars": s.faults.byzantine,
+        "specs": s.workload.specs,
+        "runs": rows,
+        "clean": sum(1 for r in rows if r["violation"] is None and not r["lost"] and r["terminal"]),
+    }
 
 
 def sized(base: scenarios.Scenario, members: int) -> scenarios.Scenario:
@@ -62,8 +97,9 @@ def machine() -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "figures", "scaling"], default="all")
+    parser.add_argument("--part", choices=["all", "figures", "scaling", "byzantine"], default="all")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--seeds", type=int, default=100, help="byzantine: seeds 1..N")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "simulator.json"
@@ -100,6 +136,10 @@ def main() -> int:
         }
         for r in rows:
             ok &= r["lost"] == 0 and r["duplicate_results"] == 0 and r["terminal"]
+    if args.part in ("all", "byzantine"):
+        print(f"byzantine: seeds 1 to {args.seeds}", flush=True)
+        results["byzantine"] = byz = byzantine_runs(args.seeds)
+        ok &= byz["clean"] == len(byz["runs"])
     path.write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "SIMULATOR.md").write_text(markdown(results))
     print(f"written: {path} and {RESULTS / 'SIMULATOR.md'}; all checks {'pass' if ok else 'FAIL'}")
@@ -180,6 +220,34 @@ def markdown(results: dict[str, Any]) -> str:
             "keepers).",
             "",
         ]
+    byz = results.get("byzantine")
+    if byz:
+        runs = byz["runs"]
+        caught = [r for r in runs if r["violation"] is not None]
+        out += [
+            "## Byzantine members: `byzantine`",
+            "",
+            f"{byz['members']} members of which {byz['liars']} lie (role `user`, valid keys, "
+            "five attacks a",
+            "second each: forged Install, Decide, Status, Accept, claims and fail/move/recover",
+            "ballots, planted specs with bad signatures, forged parent outputs, self-signed",
+            f"and forged membership versions, a user's ad, log lines); {byz['specs']} specs, "
+            "10% crashes,",
+            "3% loss, 2 joins and 2 revocations. The checker fails a run on any lie accepted",
+            "anywhere (see docs/SIMULATOR.md).",
+            "",
+            f"Command: `{byz['command']}`",
+            "",
+            f"- Seeds run: **{len(runs)}**; clean (no lie accepted, nothing lost, every process "
+            f"ended): **{byz['clean']}**.",
+            f"- Attacks sent: {sum(r['attacks'] for r in runs):,}; inputs refused: "
+            f"{sum(r['refused'] for r in runs):,}.",
+            f"- Wall time per run: {min(r['wall_seconds'] for r in runs):.1f} to "
+            f"{max(r['wall_seconds'] for r in runs):.1f} s.",
+        ]
+        for r in caught:
+            out.append(f"- seed {r['seed']}: {r['violation']}")
+        out.append("")
     return "\n".join(out)
 
 

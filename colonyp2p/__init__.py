@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from colonyp2p.colony import (
         Colony,
         EmbeddedColony,
+        NotCancellable,
         Process,
         ProcessFailed,
         SyncColony,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Colony",
     "EmbeddedColony",
+    "NotCancellable",
     "Process",
     "ProcessFailed",
     "SyncColony",

@@ -6,8 +6,8 @@ Talk to the node running on this device (``colonynode start``)::
     from colonyp2p import Colony
 
     async with Colony.connect() as colony:           # the node running in ~/.colonyp2p
-        process = await colony.submit("add", 40, 2, executortype="edge")
-        print(await process.wait(timeout=30))        # [42.0]
+        process = await colony.submit("add", 40, 2)  # any executor; executortype="..."
+        print(await process.wait(timeout=30))        # [42.0]  picks executors of a type
 
     with SyncColony.connect() as colony:             # the same without trio
         print(colony.submit("add", 1, 2).wait())
@@ -77,6 +77,14 @@ class WaitTimeout(ColonyError):
     code = "timeout"
 
 
+class NotCancellable(ColonyError):
+    """A running process cannot be cancelled yet: it runs to its end (or its
+    maxexectime). Raised by ``Process.cancel`` rather than waiting for keepers that
+    would refuse."""
+
+    code = "not_cancellable"
+
+
 def spec_json(
     spec: FunctionSpec | dict[str, Any] | str,
     args: tuple[Any, ...] = (),
@@ -140,9 +148,19 @@ class Process:
         return self.output or []
 
     async def cancel(self) -> str:
-        """Fail a process that has not started (a running one runs to its end)."""
-        view = await self.colony._call(lambda api: api.cancel(self.pid))
-        self.state = view["state"]
+        """Fail a process that has not started; its state then ("failed", or the state
+        it had already ended in). A running process cannot be cancelled yet: it runs to
+        its end or its maxexectime, and this raises NotCancellable saying so."""
+        if await self.refresh() in FINAL:
+            return self.state
+        if self.state != "running":  # waiting (or not known here yet)
+            view = await self.colony._call(lambda api: api.cancel(self.pid))
+            self.state = view["state"]
+        if self.state == "running":  # already, or it started before the cancel arrived
+            raise NotCancellable(
+                f"process {self.pid[:16]} is running: a running process cannot be "
+                "cancelled yet (it runs to its end, or to its maxexectime)"
+            )
         return self.state
 
     async def logs(self) -> AsyncIterator[str]:
@@ -165,18 +183,22 @@ class Colony:
     running on this device, ``async with Colony.embedded(home) as colony`` for one run
     inside this program (see EmbeddedColony)."""
 
-    def __init__(self, api_url: str | None, identity: Identity | None) -> None:
+    def __init__(
+        self, api_url: str | None, identity: Identity | None, node: str | None = None
+    ) -> None:
         self._client: ApiClient | None = None
         if api_url is not None and identity is not None:
             from colonyp2p.node.api_client import ApiClient
 
-            self._client = ApiClient(api_url, identity)
+            # node: the member id of the node at api_url, which every signature names
+            self._client = ApiClient(api_url, identity, node=node)
         self._lock = trio.Lock()
 
     @classmethod
     def connect(cls, home: str | Path | None = None, identity: Identity | None = None) -> Colony:
         """The node running from ``home`` (default ``~/.colonyp2p`` or COLONYP2P_HOME),
-        with requests signed by ``identity`` (default: the node's own key)."""
+        with requests signed by ``identity`` (default: the node's own key; another
+        member's key only where the node's config.json lists it in ``api.allow``)."""
         from colonyp2p.errors import DaemonNotRunning
         from colonyp2p.node.home import Home
 
@@ -184,7 +206,8 @@ class Colony:
         runtime = h.runtime()
         if runtime is None:
             raise DaemonNotRunning(f"no node is running from {h.root}: run `colonynode start`")
-        return cls(str(runtime["api"]), identity or h.identity())
+        node = runtime.get("member_id")
+        return cls(str(runtime["api"]), identity or h.identity(), str(node) if node else None)
 
     @staticmethod
     def embedded(home: str | Path | None = None, **options: Any) -> EmbeddedColony:
@@ -306,8 +329,10 @@ class EmbeddedColony(Colony):
         params: dict[str, float] | None = None,
     ) -> None:
         from colonyp2p.executors.python import Registry, builtin
-        from colonyp2p.node.home import Home
+        from colonyp2p.node.home import Home, check_multiaddrs
 
+        if listen is not None:  # one line naming the address now, not a traceback later
+            listen = check_multiaddrs(listen, "listen")
         super().__init__(None, None)
         self.home: Home = Home(home)
         self.registry = builtin() if builtin_functions else Registry()

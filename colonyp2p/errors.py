@@ -15,12 +15,13 @@ class ColonyError(Exception):
 
 def root_cause(exc: BaseException) -> BaseException:
     """The first colony or OS error inside ``exc`` (trio wraps task errors in exception
-    groups), else ``exc`` itself: what to tell a person."""
+    groups), else the first error inside it: what to tell a person."""
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
             found = root_cause(inner)
             if isinstance(found, ColonyError | OSError):
                 return found
+        return root_cause(exc.exceptions[0])
     return exc
 
 
@@ -105,6 +106,13 @@ class StaleMembership(MembershipError):
 
 class Unauthorized(MembershipError):
     code = "unauthorized"
+
+
+class MembershipGap(MembershipError):
+    """A membership version that does not follow the receiver's own by exactly one: the
+    versions between are needed to judge who signed it."""
+
+    code = "membership_gap"
 
 
 class KeystoreError(ColonyError):

@@ -309,13 +309,19 @@ class ReplayGuard:
 
 
 class RejectionCounter:
-    """Counts refused messages by the ``code`` of the error that refused them."""
+    """Counts refused input by the reason that refused it (a ColonyError's ``code``, or
+    the name of another exception that a peer's input raised), in all and by protocol."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.by_protocol: dict[str, Counter[str]] = {}
 
-    def count(self, error: ColonyError) -> None:
-        self.counts[error.code] += 1
+    def count(self, error: BaseException, protocol: str = "msg") -> str:
+        """Count ``error`` against ``protocol``; the reason it was counted under."""
+        reason = error.code if isinstance(error, ColonyError) else type(error).__name__
+        self.counts[reason] += 1
+        self.by_protocol.setdefault(protocol, Counter())[reason] += 1
+        return reason
 
     def __getitem__(self, code: str) -> int:
         return self.counts[code]
@@ -326,3 +332,6 @@ class RejectionCounter:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def by_protocol_dict(self) -> dict[str, dict[str, int]]:
+        return {p: dict(c) for p, c in sorted(self.by_protocol.items())}

@@ -9,7 +9,7 @@ Slurm job, delete the Kubernetes Job) before it returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +18,54 @@ from colonyp2p.model.ads import Hardware
 from colonyp2p.model.spec import FunctionSpec
 
 LogSink = Callable[[str], None]
+
+# Environment variables that decide what code runs or where it is found (the dynamic
+# loader, interpreters, shells, locale and TLS files), or that the executor sets
+# itself. A spec comes from any member: one that set LD_PRELOAD ran its own library
+# inside an allowed command. A "PREFIX*" entry of executor.env never admits these;
+# only an entry naming one in full does.
+PROTECTED_PREFIXES = (
+    "LD_", "DYLD_", "PYTHON", "PERL", "RUBY", "NODE_", "BASH_FUNC_", "JAVA_", "_JAVA_",
+    "JDK_", "LUA_", "GCONV_", "MALLOC_", "COLONY_", "SLURM_", "KUBERNETES_",
+)  # fmt: skip
+PROTECTED_NAMES = frozenset(
+    {
+        "PATH", "HOME", "PWD", "TMPDIR", "SHELL", "USER", "LOGNAME", "IFS", "ENV",
+        "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "CDPATH", "GLOBIGNORE",
+        "GLIBC_TUNABLES", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+        "LOCALDOMAIN", "TZDIR", "CLASSPATH", "GEM_HOME", "GEM_PATH", "OPENSSL_CONF",
+        "OPENSSL_ENGINES", "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_EXEC_PATH",
+    }
+)  # fmt: skip
+
+
+def protected(name: str) -> bool:
+    return name in PROTECTED_NAMES or name.startswith(PROTECTED_PREFIXES)
+
+
+def env_allowed(name: str, allowed: Sequence[str]) -> bool:
+    """Whether config ``executor.env`` lets a spec set ``name``: listed by name, or
+    matched by a ``PREFIX*`` entry when it is not a protected variable."""
+    for entry in allowed:
+        if entry == name:
+            return True
+        if entry.endswith("*") and name.startswith(entry[:-1]) and not protected(name):
+            return True
+    return False
+
+
+def confine_env(env: Mapping[str, str], allowed: Sequence[str], log: LogSink) -> dict[str, str]:
+    """The part of a spec's ``env`` that ``allowed`` (config ``executor.env``) lets
+    through; what it drops is said once in the process's log, so that its submitter
+    learns why a variable is missing."""
+    kept = {k: v for k, v in env.items() if env_allowed(k, allowed)}
+    dropped = sorted(set(env) - set(kept))
+    if dropped:
+        log(
+            f"[env] not set, not allowed by this executor: {', '.join(dropped)} "
+            "(the names a spec may set are listed in executor.env of the node's config.json)"
+        )
+    return kept
 
 
 @dataclass(frozen=True)

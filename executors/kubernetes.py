@@ -34,7 +34,8 @@ The manifest (see :func:`job_manifest`):
   word: Kubernetes runs the command without a shell, and ``$`` is written ``$$`` so
   that the kubelet's ``$(VAR)`` expansion leaves it alone (the same for env values).
 - env: ``COLONY_PROCESS_ID``, a workflow child's inputs as JSON in
-  ``COLONY_INPUTS_JSON``, then the spec's env.
+  ``COLONY_INPUTS_JSON``, then the spec's env, as far as the node's config allows
+  (``env_allowed``, see executors/base.py ``confine_env``).
 - cpu (millicores) and mem (bytes, as Gi or Mi rounded up) are requests and limits;
   storage is ``ephemeral-storage``; gpu count (a GPU name alone means one) is a limit
   of ``nvidia.com/gpu``. A GPU name becomes a node selector only where a node label is
@@ -61,7 +62,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 import trio
@@ -69,7 +70,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from colonyp2p.errors import ValidationError
-from colonyp2p.executors.base import LogSink, RunRequest, RunResult
+from colonyp2p.executors.base import LogSink, RunRequest, RunResult, confine_env
 from colonyp2p.executors.shell import (
     KILLED_AT_DEADLINE,
     TAIL_LINES,
@@ -497,9 +498,12 @@ class KubernetesExecutor:
         log_idle: float = 300.0,
         give_up: float = 120.0,
         tail_lines: int = TAIL_LINES,
+        env_allowed: tuple[str, ...] = (),
         hardware: Hardware | None = None,
     ) -> None:
         self.namespace = namespace
+        # what a spec's env may set (config executor.env; see base.confine_env)
+        self.env_allowed = env_allowed
         self._executortype = executortype
         self._api_client = api_client
         self.kubeconfig = kubeconfig
@@ -597,6 +601,8 @@ class KubernetesExecutor:
 
     async def run(self, request: RunRequest, log: LogSink) -> RunResult:
         spec = request.spec
+        if spec.env:
+            spec = replace(spec, env=confine_env(spec.env, self.env_allowed, log))
         env = {"COLONY_PROCESS_ID": request.pid}
         inputs = json.dumps(list(request.inputs), default=str) if request.inputs else ""
         if inputs:

@@ -1,19 +1,28 @@
 """The python executor: runs a spec's funcname as a registered Python function.
 
 Functions are registered by name (``Registry.register`` or a ``module:function``
-entry point in the node's config). A run calls ``fn(*args, **kwargs)`` in a worker
-thread, or with ``isolation = "process"`` in a worker process (see
-executors/process_pool.py), with ``inputs=[...]`` added to kwargs for a workflow
-child (its parents' outputs, in dependency order). The return value is the output;
-an exception fails the process with its traceback.
+entry point in the node's config). A run calls ``fn(*args, **kwargs)`` with
+``inputs=[...]`` added to kwargs for a workflow child (its parents' outputs, in
+dependency order). The return value is the output; an exception fails the process
+with its traceback.
+
+Where a call runs decides whether a time limit can end it. The config's entry points
+run in worker processes (``isolation = "process"``, the default; see
+executors/process_pool.py), which are killed when the run is cancelled, loses its
+lease or passes maxexectime. A thread cannot be killed, so threads run only the
+built-ins (bounded, and stopped through ``builtin.STOP``), functions registered in
+code (``Colony.embedded``: they cannot be sent to another process), and entry points
+whose config asks for ``isolation = "thread"``.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
 import trio
 
+from colonyp2p.executors import builtin as builtin_functions
 from colonyp2p.executors.base import LogSink, RunRequest, RunResult
 from colonyp2p.executors.process_pool import WorkerPool
 from colonyp2p.executors.registry import Registry, builtin, outcome
@@ -28,40 +37,56 @@ class PythonExecutor:
     uses_workdir = False
 
     def __init__(
-        self, registry: Registry, executortype: str = "python", pool: WorkerPool | None = None
+        self,
+        registry: Registry,
+        executortype: str = "python",
+        pool: WorkerPool | None = None,
+        pooled: tuple[str, ...] = (),
     ) -> None:
+        # what is called in threads of the node's process
         self.registry = registry
         self._type = executortype
-        # None: calls run in threads of the node's process; else in worker processes,
-        # which serve the same functions (see executors/process_pool.py)
+        # worker processes (see executors/process_pool.py), and the names they are
+        # asked for (the config's entry points); a name in both goes to the pool
         self.pool = pool
+        self.pooled = frozenset(pooled) if pool is not None else frozenset()
 
     @property
     def executortype(self) -> str:
         return self._type
 
     def functions(self) -> tuple[str, ...]:
-        return self.registry.names
+        return tuple(sorted({*self.registry.names, *self.pooled}))
 
     def hardware(self) -> Hardware:
         return machine_hardware()
 
     async def run(self, request: RunRequest, log: LogSink) -> RunResult:
         spec = request.spec
-        if self.pool is None:
-            prepared = self.registry.prepare(spec.funcname, spec.args, spec.kwargs, request.inputs)
-            if isinstance(prepared, RunResult):
-                return prepared
+        if self.pool is not None and spec.funcname in self.pooled:
+            return await self.pool.run(
+                spec.funcname, spec.args, spec.kwargs, request.inputs, log, spec.maxretries
+            )
+        prepared = self.registry.prepare(spec.funcname, spec.args, spec.kwargs, request.inputs)
+        if isinstance(prepared, RunResult):
+            return prepared
+        stop = threading.Event()
+
+        def call() -> RunResult:
+            # the built-ins look at STOP (set below once the run is over) to end with it
+            token = builtin_functions.STOP.set(stop)
+            try:
+                return outcome(prepared)
+            finally:
+                builtin_functions.STOP.reset(token)
+
+        try:
             return await trio.to_thread.run_sync(
-                outcome,
-                prepared,
+                call,
                 abandon_on_cancel=True,  # type: ignore[call-arg]  # stubs predate it
             )
-        if spec.funcname not in self.registry:  # say so without a worker's round trip
-            return RunResult(False, errors=(f"function {spec.funcname!r} is not served here",))
-        return await self.pool.run(
-            spec.funcname, spec.args, spec.kwargs, request.inputs, log, spec.maxretries
-        )
+        finally:
+            stop.set()
 
 
 def machine_hardware() -> Hardware:

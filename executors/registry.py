@@ -44,6 +44,9 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._functions
 
+    def items(self) -> list[tuple[str, Callable[..., Any]]]:
+        return sorted(self._functions.items())
+
     def call(
         self, funcname: str, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: tuple[Any, ...]
     ) -> RunResult:

@@ -8,7 +8,11 @@ commands it serves (``allowed``), anything else is refused before it starts.
 The command is looked up on the executor's PATH, not on one the spec sets, so that a
 spec cannot point an allowed name at a program of its own. It does not inherit the
 daemon's environment (which may hold keys, tokens or a config path): it gets a small
-fixed one, with the spec's ``env`` on top. It runs in a process group of its own, so
+fixed one, with those variables of the spec's ``env`` on top that the node's config
+allows by name (``env_allowed``; none by default, and never the loader's or an
+interpreter's unless named in full: see executors/base.py, ``confine_env``: with
+LD_PRELOAD from a spec, an allowed ``echo`` loaded a library of the spec's choosing).
+It runs in a process group of its own, so
 that a deadline or a cancel can stop everything it started, children included, and
 not only the first process.
 
@@ -39,7 +43,7 @@ from typing import Any
 
 import trio
 
-from colonyp2p.executors.base import LogSink, RunRequest, RunResult
+from colonyp2p.executors.base import LogSink, RunRequest, RunResult, confine_env
 from colonyp2p.model.ads import Hardware
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -267,6 +271,7 @@ class ShellExecutor:
         *,
         path: str = DEFAULT_PATH,
         base_env: Mapping[str, str] | None = None,
+        env_allowed: tuple[str, ...] = (),
         tail_lines: int = TAIL_LINES,
         grace: float = GRACE_SECONDS,
         hardware: Hardware | None = None,
@@ -275,6 +280,7 @@ class ShellExecutor:
         self.allowed = allowed
         self.path = path
         self.base_env = dict(base_env or {})
+        self.env_allowed = env_allowed  # what a spec's env may set (config executor.env)
         self.tail_lines = tail_lines
         self.grace = grace
         self._hardware = hardware
@@ -316,7 +322,7 @@ class ShellExecutor:
             inputs = write_inputs(request.workdir, request.inputs)
             if inputs is not None:
                 env["COLONY_INPUTS"] = str(inputs)
-            env.update(spec.env)
+            env.update(confine_env(spec.env, self.env_allowed, log))
             process = await trio.lowlevel.open_process(
                 argv,
                 stdin=subprocess.DEVNULL,

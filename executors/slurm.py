@@ -23,8 +23,10 @@ conditions:
   Slurm has no request for a GPU's own memory: ``gpu.mem`` is noted in a comment only.
 - ``walltime`` -> ``--time``. Without one, ``maxexectime`` plus a minute becomes the time
   limit, so that Slurm ends the job even if this node dies before it can scancel.
-- ``env`` is exported by the script, each value quoted for bash; the command is funcname
-  and args, each quoted with shlex, so no argument is ever read as shell syntax.
+- ``env`` is exported by the script, each value quoted for bash, as far as the node's
+  config allows (``env_allowed``, see executors/base.py ``confine_env``); the command
+  is funcname and args, each quoted with shlex, so no argument is ever read as shell
+  syntax.
 
 sbatch itself runs with a small fixed environment (sbatch exports its environment into
 the job by default, and the daemon's must not leak there).
@@ -41,13 +43,13 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
 from colonyp2p.errors import ValidationError
-from colonyp2p.executors.base import LogSink, RunRequest, RunResult
+from colonyp2p.executors.base import LogSink, RunRequest, RunResult, confine_env
 from colonyp2p.executors.shell import (
     DEFAULT_PATH,
     KILLED_AT_DEADLINE,
@@ -375,9 +377,12 @@ class SlurmExecutor:
         cancel_wait: float = 30.0,
         path: str = DEFAULT_PATH,
         client_env: Mapping[str, str] | None = None,
+        env_allowed: tuple[str, ...] = (),
         hardware: Hardware | None = None,
     ) -> None:
         self.partition = partition
+        # what a spec's env may export (config executor.env; see base.confine_env)
+        self.env_allowed = env_allowed
         self._executortype = executortype
         self.allowed = allowed
         self.options = tuple(options)
@@ -474,6 +479,8 @@ class SlurmExecutor:
             return RunResult(
                 False, errors=(f"command {spec.funcname!r} is not on this executor's allow-list",)
             )
+        if spec.env:
+            spec = replace(spec, env=confine_env(spec.env, self.env_allowed, log))
         env = {"COLONY_PROCESS_ID": request.pid}
         try:
             inputs = write_inputs(request.workdir, request.inputs)

@@ -505,8 +505,9 @@ class BlockStore:
                 raise QuotaExceeded(
                     f"storing {size} more bytes would exceed the block store's quota of "
                     f"{self.quota} bytes ({self._used} stored, {self._reserved} being "
-                    "written); nothing was written. Free space with gc() (unpin what is no "
-                    "longer needed first) or raise the quota"
+                    "written); nothing was written. Free space with `colonynode fs gc` "
+                    "(`colonynode fs pin --unpin` what is no longer needed first) or raise "
+                    "mfs.quota in config.json"
                 )
             self._reserved += size
 

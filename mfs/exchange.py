@@ -39,8 +39,8 @@ from typing import Any, Final, Protocol
 import cbor2
 import trio
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamEOF
-from libp2p.stream_muxer.exceptions import MuxedStreamEOF
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamError
 
 from colonyp2p.errors import BadBlock, BlockNotFound, ColonyError, MfsError, StoreError
 from colonyp2p.mfs import cid as cids
@@ -212,8 +212,11 @@ class BlockServer:
         is_member: Callable[[str], bool],
         *,
         rate: float | None = None,
+        refuse: Callable[[str, Exception], None] | None = None,
     ) -> None:
         self.store, self.labels, self._is_member, self.rate = store, labels, is_member, rate
+        # told of every request refused as malformed or failing (the node counts them)
+        self._refuse = refuse
         self.stats: Counter[str] = Counter()
         self._slots = trio.Semaphore(MAX_CONCURRENT_SERVES)
         self._next_free = 0.0
@@ -243,8 +246,12 @@ class BlockServer:
                         self.stats["refused_non_member"] += 1
                         break
                     await self._answer(peer, stream, decode_request(raw))
-            except Exception as exc:
+            except (StreamError, MuxedStreamError) as exc:  # the peer went away
                 log.debug("block stream from %s ended: %r", peer, exc)
+            except Exception as exc:
+                self.stats["refused_malformed"] += 1
+                if self._refuse is not None:
+                    self._refuse(peer, exc)
             await reset_stream(stream)
 
     async def _answer(self, peer: str, stream: Any, request: Request) -> None:

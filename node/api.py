@@ -7,9 +7,19 @@ needs little: a handful of routes, strict limits, and one streaming route.
 
 The server is hardened as if the loopback interface were hostile, because any
 local user can reach it: requests are bounded in size and time, every request
-but the OpenAPI document is signed by a colony member (see api_auth), nothing
-reaches the backend before the signature, the membership and the nonce have
-been checked, and a failure inside the node is answered 500 without its details.
+but the OpenAPI document is signed by a colony member for this very node (see
+api_auth), nothing reaches the backend before the signature, the target node, the
+membership, the nonce and the caller's right to the route have been checked, and a
+failure inside the node is answered 500 without its details.
+
+The API serves its node's owner. The node signs what it submits with its own key and
+reads and writes files as the daemon's user, so a caller acts with the node's
+authority: by default only the node's own key (its home's identity.key) may. Other
+member keys may too when the node's config.json lists them (``api.allow``: member
+ids, or "admins" for the colony's owners and admins); any member may read the two
+routes that show only what every member learns over the colony protocol anyway
+(``OPEN_TO_MEMBERS``). Processes, their outputs and logs, events and fs jobs (local
+paths) stay the owner's.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from urllib.parse import parse_qs, unquote
 import h11
 import trio
 
-from colonyp2p.errors import BadSignature, ReplayedMessage, Unauthorized, ValidationError
+from colonyp2p.errors import BadSignature, ReplayedMessage, StoreFull, Unauthorized, ValidationError
 from colonyp2p.model.process import PROCESS_STATES
 from colonyp2p.node.api_auth import NonceCache, verify_request
 from colonyp2p.node.openapi import openapi_document
@@ -51,7 +61,16 @@ class ApiBackend(Protocol):
     without the right (403). Any other exception is answered 500 and logged.
     """
 
+    @property
+    def node_id(self) -> str:
+        """The node's own member id: the key it acts for, and the target requests name."""
+        ...
+
     def is_member(self, member_id: str) -> bool: ...
+
+    def may_act(self, member_id: str) -> bool:
+        """Whether a member other than the node may act through the API (config)."""
+        ...
 
     async def status(self) -> dict[str, Any]: ...
 
@@ -137,6 +156,11 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/v1/events", "events"),
     ("GET", "/v1/openapi.json", "openapi"),
 )
+# Routes any member may call: the node's public face (its id, addresses, counters) and
+# the membership, both of which every member learns over the colony protocol anyway.
+# Everything else signs, submits, cancels, changes membership, touches files, or shows
+# what is the owner's (outputs, logs, events, local paths): the owner's alone by default.
+OPEN_TO_MEMBERS = frozenset({"status", "members"})
 _PATTERNS: dict[str, re.Pattern[str]] = {
     template: re.compile("^" + template.replace("{pid}", "(?P<pid>[^/]{1,128})") + "$")
     for _, template, _ in ROUTES
@@ -245,7 +269,12 @@ class ApiServer:
         now = self.clock()
         try:
             signed = verify_request(
-                request.method, request.target, request.headers, request.body, now
+                request.method,
+                request.target,
+                request.headers,
+                request.body,
+                now,
+                self.backend.node_id,
             )
         except (BadSignature, ReplayedMessage) as exc:
             raise Refusal(401, exc.code, str(exc)) from None
@@ -258,6 +287,20 @@ class ApiServer:
         except OverflowError as exc:
             raise Refusal(503, "busy", str(exc)) from None
         request.member = signed.member
+
+    def authorize(self, request: Request, handler: str) -> None:
+        """403 unless the caller may use this route here (see the module's docstring)."""
+        member, backend = request.member, self.backend
+        if handler in OPEN_TO_MEMBERS or member == backend.node_id or backend.may_act(member):
+            return
+        _refuse(
+            403,
+            "not_allowed",
+            f"{member} may not {request.method} {request.path} on this node: its local API "
+            f"acts for the node's own key ({backend.node_id}) only; to let another key act "
+            'through it, list its member id (or "admins") in api.allow in the node\'s '
+            "config.json",
+        )
 
     async def call(self, request: Request, handler: str) -> tuple[int, Any]:
         """The status and JSON body answering an authenticated, non-streaming request."""
@@ -385,6 +428,7 @@ class _Connection:
                 status, body = 200, openapi_document()
             else:
                 self.server.authenticate(request)
+                self.server.authorize(request, handler)
                 if handler == "events":
                     return await self._stream_events(request)
                 status, body = await self.server.call(request, handler)
@@ -394,6 +438,11 @@ class _Connection:
             return await self.send_error(Refusal(400, exc.code, str(exc)))
         except Unauthorized as exc:
             return await self.send_error(Refusal(403, exc.code, str(exc)))
+        except StoreFull as exc:
+            # nothing was written, so nothing was acknowledged: the caller may try again
+            # once there is room; the node itself carries on
+            log.warning("local API: %s %s refused: %s", request.method, request.path, exc)
+            return await self.send_error(Refusal(507, exc.code, str(exc)))
         except Exception:
             log.exception("local API: %s %s failed", request.method, request.path)
             return await self.send_error(Refusal(500, "internal", "internal error in the node"))

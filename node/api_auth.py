@@ -2,9 +2,11 @@
 
 The API has no tokens or sessions: a token left in a shell history or a log would
 be a standing credential, while a signature is good for one request, for about two
-minutes, and only for the exact method, path, query and body it covers. The signer
-is the member id itself (an Ed25519 PeerID inlines its key), so the node needs no
-key directory, only its membership set.
+minutes, only for the exact method, path, query and body it covers, and only at the
+node it names (``X-Colony-Node``, the target node's member id): a request captured on
+its way to one node cannot be replayed to another node whose API its signer may also
+use. The signer is the member id itself (an Ed25519 PeerID inlines its key), so the
+node needs no key directory, only its membership set.
 
 This module is pure: it takes ``now`` and never reads a clock, so the server and
 the tests drive it alike.
@@ -26,7 +28,8 @@ MEMBER_HEADER = "X-Colony-Member"
 TIMESTAMP_HEADER = "X-Colony-Timestamp"
 NONCE_HEADER = "X-Colony-Nonce"
 SIGNATURE_HEADER = "X-Colony-Signature"
-SIGNED_HEADERS = (MEMBER_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+NODE_HEADER = "X-Colony-Node"
+SIGNED_HEADERS = (MEMBER_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER, NODE_HEADER)
 
 # How far a request's timestamp may be from the node's clock, either way.
 SKEW_WINDOW = 120.0
@@ -36,29 +39,47 @@ _NONCE_DIGITS = range(2 * 8, 2 * 32 + 1)
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-def canonical_request(method: str, target: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+class WrongNode(BadSignature):
+    """A request signed for another node than the one that received it."""
+
+    code = "wrong_node"
+
+
+def canonical_request(
+    method: str, target: str, timestamp: str, nonce: str, body: bytes, node: str
+) -> bytes:
     """The bytes a request's signature covers.
 
     ``target`` is the request target exactly as sent (path and query, still
     percent-encoded) and ``timestamp`` the header's text, not a re-formatted float:
     both sides must sign the same bytes, whatever their URL or float formatting.
+    ``node`` is the member id of the node the request is meant for (so that no other
+    node takes it); it comes last, after the lines signed before it was added.
     """
     digest = hashlib.sha256(body).hexdigest()
-    return "\n".join((method.upper(), target, timestamp, nonce, digest)).encode("utf-8")
+    return "\n".join((method.upper(), target, timestamp, nonce, digest, node)).encode("utf-8")
 
 
 def sign_request(
-    identity: Identity, method: str, target: str, body: bytes, now: float
+    identity: Identity,
+    method: str,
+    target: str,
+    body: bytes,
+    now: float,
+    node: str | None = None,
 ) -> dict[str, str]:
-    """The four headers that make a request from ``identity``."""
+    """The headers that make a request from ``identity`` to node ``node`` (default: the
+    signer's own node, the one whose local API serves that key by default)."""
+    node = identity.member_id if node is None else node
     timestamp = repr(float(now))
     nonce = secrets.token_hex(NONCE_BYTES)
-    signature = identity.sign(canonical_request(method, target, timestamp, nonce, body))
+    signature = identity.sign(canonical_request(method, target, timestamp, nonce, body, node))
     return {
         MEMBER_HEADER: identity.member_id,
         TIMESTAMP_HEADER: timestamp,
         NONCE_HEADER: nonce,
         SIGNATURE_HEADER: signature.hex(),
+        NODE_HEADER: node,
     }
 
 
@@ -69,6 +90,7 @@ class SignedHeaders:
     timestamp: float
     nonce: str
     signature: bytes
+    node: str
 
 
 def parse_signed_headers(headers: Mapping[str, str]) -> SignedHeaders:
@@ -96,25 +118,39 @@ def parse_signed_headers(headers: Mapping[str, str]) -> SignedHeaders:
     if len(signature) != SIGNATURE_SIZE:
         raise BadSignature(f"{SIGNATURE_HEADER} must be {SIGNATURE_SIZE} bytes in hex")
     return SignedHeaders(
-        values[MEMBER_HEADER], values[TIMESTAMP_HEADER], timestamp, nonce.lower(), signature
+        values[MEMBER_HEADER],
+        values[TIMESTAMP_HEADER],
+        timestamp,
+        nonce.lower(),
+        signature,
+        values[NODE_HEADER],
     )
 
 
 def verify_request(
-    method: str, target: str, headers: Mapping[str, str], body: bytes, now: float
+    method: str, target: str, headers: Mapping[str, str], body: bytes, now: float, node: str
 ) -> SignedHeaders:
-    """Check a request's signature and freshness (not membership, not replay).
+    """Check a request's signature, freshness and target (not membership, not replay):
+    ``node`` is the member id of the node checking it.
 
-    Raises BadSignature for missing, unreadable or forged headers and
-    ReplayedMessage for a timestamp outside the window.
+    Raises BadSignature for missing, unreadable or forged headers, WrongNode for a
+    request signed for another node, and ReplayedMessage for a timestamp outside the
+    window.
     """
     signed = parse_signed_headers(headers)
+    if signed.node != node:
+        raise WrongNode(
+            f"this request was signed for node {signed.node}, not for this node ({node}); "
+            f"sign it with {NODE_HEADER} set to the member id of the node you call"
+        )
     if abs(now - signed.timestamp) > SKEW_WINDOW:
         raise ReplayedMessage(
             f"request timestamp is {now - signed.timestamp:+.0f} s off the node's clock "
             f"(allowed: ±{SKEW_WINDOW:.0f} s); check the clock of the signing machine"
         )
-    message = canonical_request(method, target, signed.timestamp_text, signed.nonce, body)
+    message = canonical_request(
+        method, target, signed.timestamp_text, signed.nonce, body, signed.node
+    )
     verify(signed.member, message, signed.signature)
     return signed
 

@@ -23,18 +23,25 @@ from colonyp2p.node.api_auth import sign_request
 
 
 class ApiClient:
-    """Signed requests to one node: ``ApiClient("http://127.0.0.1:PORT", identity)``."""
+    """Signed requests to one node: ``ApiClient("http://127.0.0.1:PORT", identity)``.
+
+    ``node`` is the member id of the node behind that address (``member_id`` in its
+    home's daemon.json); every signature names it, so that no other node accepts the
+    request. The default is the signer's own node: by default a node's API serves
+    only the node's own key."""
 
     def __init__(
         self,
         base_url: str,
         identity: Identity,
         *,
+        node: str | None = None,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.identity = identity
+        self.node = identity.member_id if node is None else node
         self.timeout = timeout
         self._clock = clock
         # trust_env=False: an HTTP(S)_PROXY meant for the internet must not capture
@@ -162,7 +169,9 @@ class ApiClient:
         )
         # Sign the target exactly as httpx will put it on the wire, after its encoding.
         target = request.url.raw_path.decode("ascii")
-        request.headers.update(sign_request(self.identity, method, target, content, self._clock()))
+        request.headers.update(
+            sign_request(self.identity, method, target, content, self._clock(), self.node)
+        )
         return request
 
     def _send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:

@@ -1,13 +1,16 @@
 """What the local API asks of a running daemon (the ``ApiBackend`` of ``node/api.py``).
 
-Specs arrive as ColonyOS JSON from an authenticated member; the daemon signs them with
-its own key (the API request was signed by the member, so the node knows on whose
-behalf it submits) and answers once a majority of the keepers stored them.
+Specs arrive as ColonyOS JSON from an authenticated caller that may act through this
+node (its own key, or a member that config.json's ``api.allow`` lists: node/api.py
+checks); the daemon signs them with its own key and answers once a majority of the
+keepers stored them. A listed member thus acts with the node's key: what it submits
+is the node's, and it may cancel what the node submitted.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -18,6 +21,7 @@ from colonyp2p import codec
 from colonyp2p.core.matching import unmet_condition
 from colonyp2p.core.messages import Outcome, Status
 from colonyp2p.errors import Unauthorized, ValidationError
+from colonyp2p.identity import is_member_id
 from colonyp2p.model.colonyos_json import function_spec_from_colonyos, workflow_from_colonyos
 from colonyp2p.model.membership import ROLES, Role
 from colonyp2p.model.signed import SignedSpec
@@ -29,16 +33,30 @@ if TYPE_CHECKING:
 ACK_TIMEOUT = 10.0
 MAX_BATCH_SUBMIT = 1000  # specs in one submit_many call (its body is at most 1 MiB anyway)
 SUBMITTED = "submitted:"
+_PID = re.compile(r"[0-9a-f]{64}")  # a pid: sha256 in hex
+CANCELLED = "cancelled by "  # a cancelled process's error: + the canceller's member id
 DAY = 86400.0
+ADMINS = "admins"  # in api.allow: the colony's owners and admins, as they are now
 
 
 class DaemonBackend:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        self.allowed, self.allow_admins = api_allow(daemon.config.api)
+
+    @property
+    def node_id(self) -> str:
+        return self.daemon.identity.member_id
 
     def is_member(self, member_id: str) -> bool:
         node = self.daemon.node
         return node is not None and node.membership.is_member(member_id)
+
+    def may_act(self, member_id: str) -> bool:
+        if member_id in self.allowed:
+            return True
+        node = self.daemon.node
+        return self.allow_admins and node is not None and node.membership.can_administer(member_id)
 
     # --- the node and the colony -----------------------------------------------------
 
@@ -55,6 +73,8 @@ class DaemonBackend:
             "role": node.membership.role_of(node.member_id),
             "addrs": transport.addrs,
             "peers": len(transport.connected()),
+            # members whose addresses it knows, and is connected to (node/redial.py)
+            **({} if d.redial is None else d.redial.status()),
             "uptime": round(time.time() - d.started_at, 3),
             "executor": None
             if ad is None
@@ -67,6 +87,10 @@ class DaemonBackend:
             },
             "records": len(node.keeper.records),
             "rejected": {**transport.rejections.as_dict(), **dict(node.counters)},
+            # what peers sent that was refused, by protocol and reason (node/gate.py)
+            "refused": transport.rejections.by_protocol_dict(),
+            # supervised subsystems: restarts and last errors (node/supervise.py)
+            "subsystems": d.health.as_dict(),
         }
 
     async def members(self) -> dict[str, Any]:
@@ -198,6 +222,8 @@ class DaemonBackend:
         return codec.from_data(SignedSpec, codec.loads(raw), "spec")
 
     async def process(self, pid: str) -> dict[str, Any] | None:
+        if not _PID.fullmatch(pid):  # names no process (and would not parse as a key)
+            return None
         status = await self.daemon.status_of(pid)
         spec = await self._spec(pid)
         if status is None and spec is None:
@@ -238,13 +264,21 @@ class DaemonBackend:
 
     async def cancel(self, pid: str, member: str) -> dict[str, Any] | None:
         d = self.daemon
+        if not _PID.fullmatch(pid):
+            return None
         spec = await self._spec(pid)
         if spec is None:
             return None
         assert d.node is not None
-        if member != spec.submitter and not d.node.membership.can_administer(member):
+        # the caller acts with the node's key (node/api.py let it): what the node
+        # submitted is the caller's to cancel
+        mine = spec.submitter in (member, d.identity.member_id)
+        if not mine and not d.node.membership.can_administer(member):
             raise Unauthorized("only the submitter or an admin may cancel a process")
-        await d.call(lambda node, now: (node.cancel(spec, f"cancelled by {member}", now), None))
+        # Find its keepers first: a record stored around an unavailable member is not
+        # at the canonical ones, and the keepers' answers tell the core where it is.
+        await d.status_of(pid)
+        await d.call(lambda node, now: (node.cancel(spec, CANCELLED + member, now), None))
         with trio.move_on_after(ACK_TIMEOUT):
             while True:
                 status = await d.status_of(pid)
@@ -272,6 +306,22 @@ class DaemonBackend:
                 await d.wait_event()
 
 
+def api_allow(config: dict[str, Any]) -> tuple[frozenset[str], bool]:
+    """config.json's ``api``: the member ids listed in ``allow``, and whether it lists
+    "admins". ValidationError names what is wrong, so the daemon does not start on a
+    setting it would misread."""
+    unknown = sorted(set(config) - {"allow"})
+    if unknown:
+        raise ValidationError(f"config.json: api has no {unknown[0]!r}", "api")
+    allow = config.get("allow", [])
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise ValidationError('must be a list of member ids or "admins"', "api.allow")
+    for entry in allow:
+        if entry != ADMINS and not is_member_id(entry):
+            raise ValidationError(f'{entry!r} is neither a member id nor "admins"', "api.allow")
+    return frozenset(a for a in allow if a != ADMINS), ADMINS in allow
+
+
 def _role(value: object) -> Role:
     if value not in ROLES or value == "owner":
         raise ValidationError("must be admin, executor or user", "role")
@@ -293,6 +343,10 @@ def _ad_summary(ad: Any) -> dict[str, Any] | None:
     }
 
 
+def _cancelled(outcome: Outcome) -> bool:
+    return bool(outcome.errors) and outcome.errors[0].startswith(CANCELLED)
+
+
 def _view(pid: str, spec: SignedSpec | None, status: Status | None) -> dict[str, Any]:
     decided: Outcome | None = status.decided if status is not None else None
     if decided is not None and decided.kind == "moved":
@@ -308,13 +362,15 @@ def _view(pid: str, spec: SignedSpec | None, status: Status | None) -> dict[str,
         "pid": pid,
         "state": state,
         "funcname": spec.spec.funcname if spec is not None else "",
+        "executortype": spec.spec.conditions.executortype if spec is not None else "",
         "nodename": spec.spec.nodename if spec is not None else "",
         "submitter": spec.submitter if spec is not None else "",
         "submitted_at": spec.submitted_at if spec is not None else 0.0,
         "workflow_id": spec.workflow_id if spec is not None else "",
         "parents": list(spec.parents) if spec is not None else [],
         "epoch": status.promised if status is not None else 0,
-        "executor": decided.executor if decided is not None else "",
+        # a cancel is decided by the canceller's node, which ran nothing
+        "executor": "" if decided is None or _cancelled(decided) else decided.executor,
         "output": codec.to_data(list(decided.output)) if decided is not None else [],
         "errors": list(decided.errors) if decided is not None else [],
     }

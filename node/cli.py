@@ -1,35 +1,49 @@
 """The ``colonynode`` command line: simulations here (``simulate``, ``scenarios``, ``demo``),
-a device's life in a colony in ``cli_node``."""
+a device's life in a colony in ``cli_node``, the meta-filesystem in ``cli_fs``.
+
+Only typer and rich are imported up front: the simulator, trio, httpx and libp2p are
+imported by the commands that use them, so that ``colonynode --help`` and the commands
+that need no daemon answer at once (bench/bench_cli.py, bench/results/CLI.md).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from colonyp2p.errors import ScenarioError
 from colonyp2p.node import cli_fs
 from colonyp2p.node.cli_node import register
-from colonyp2p.simulations import scenario as scenarios
-from colonyp2p.simulations.engine import Result, Simulation, simulate
-from colonyp2p.simulations.report import print_violation, summary_table
+from colonyp2p.node.cli_typer import typer_app
 
-app = typer.Typer(
-    help="colonyp2p: a peer-to-peer meta-operating system for distributed computing.",
+if TYPE_CHECKING:
+    from colonyp2p.simulations.engine import Result
+
+app = typer_app(
+    "colonyp2p: a peer-to-peer meta-operating system for distributed computing.",
     no_args_is_help=True,
-    add_completion=False,
 )
 console = Console()
 err = Console(stderr=True)
 
 
 def _run(name: str, seed: int, quiet: bool) -> Result:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from colonyp2p.errors import ScenarioError
+    from colonyp2p.simulations import scenario as scenarios
+    from colonyp2p.simulations.engine import Simulation, simulate
+
     try:
         scenario = scenarios.load(name)
     except ScenarioError as exc:
@@ -56,6 +70,8 @@ def _run(name: str, seed: int, quiet: bool) -> Result:
 
 
 def _report(result: Result, json_out: Path | None, plot_out: Path | None) -> None:
+    from colonyp2p.simulations.report import print_violation, summary_table
+
     console.print(summary_table(result))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +115,10 @@ def simulate_cmd(
 @app.command("scenarios")
 def scenarios_cmd() -> None:
     """List the scenarios that ship with colonyp2p."""
+    from rich.table import Table
+
+    from colonyp2p.simulations import scenario as scenarios
+
     table = Table("name", "members", "specs", "faults")
     for name in scenarios.shipped():
         s = scenarios.load(name)

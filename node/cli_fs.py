@@ -2,39 +2,51 @@
 
 Long operations (put, get, sync, pin, snapshot, label) run as jobs in the daemon; the
 CLI follows them with a rich progress bar (bytes added, fetched or written) and prints
-the result, or the error in one line with a non-zero exit.
+the result, or the error in one line with a non-zero exit. The bar goes to stderr, and
+only on a terminal: what stdout gets (a line, or JSON with --json) is the result alone.
+
+Tables show CIDs shortened to their first 20 characters; every command that takes a
+snapshot CID takes any unique prefix of one of the colony's label versions.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from colonyp2p.node.api_client import ApiClient
-from colonyp2p.node.cli_node import HomeOption, client, console, fail, friendly
+from colonyp2p.node.cli_node import (
+    HomeOption,
+    JsonOption,
+    client,
+    console,
+    err,
+    fail,
+    friendly,
+    resolve,
+)
+from colonyp2p.node.cli_typer import typer_app
 from colonyp2p.node.home import DEFAULT_HOME, Home
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from colonyp2p.node.api_client import ApiClient
+
 POLL = 0.2
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+CID_SHORT = 20  # "bafyrei" is the same in every snapshot CID: 13 telling characters more
+_CID = re.compile(r"b[a-z2-7]{58}")  # mfs/cid.py's form (base32 CIDv1)
+_CID_PREFIX = re.compile(r"b[a-z2-7]{0,57}")
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 
 
 def register(app: typer.Typer) -> None:
-    fs = typer.Typer(help="The meta-filesystem: labels, snapshots, blocks.", no_args_is_help=True)
+    fs = typer_app("The meta-filesystem: labels, snapshots, blocks.", no_args_is_help=True)
     app.add_typer(fs, name="fs")
 
     @fs.command("put")
@@ -69,28 +81,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The colony's labels, or the entries under REF."""
         with client(Home(home)) as api, friendly():
-            result = api.fs("ls", ref=ref)
+            result = api.fs("ls", ref=_cid(api, ref) if ref else ref)
         if as_json:
-            console.print_json(json.dumps(result))
+            _print_json(result)
             return
-        table = Table(box=None)
         if "labels" in result:
-            for col in ("label", "version", "snapshot", "writer", "conflicts"):
-                table.add_column(col)
+            t = _table("label", "version", "snapshot", "writer", "conflicts")
             for lb in result["labels"]:
-                table.add_row(
-                    lb["path"],
+                t.add_row(
+                    escape(lb["path"]),
                     str(lb["version"]),
-                    lb["snapshot"],
+                    lb["snapshot"][:CID_SHORT],
                     lb["writer"][-8:],
                     str(lb["conflicts"] or ""),
                 )
         else:
-            for col in ("name", "kind", "size", "cid"):
-                table.add_column(col)
+            t = _table("name", "kind", "size", "cid")
             for e in result["entries"]:
-                table.add_row(escape(e["name"]), e["kind"], str(e["size"]), e["cid"])
-        console.print(table)
+                t.add_row(escape(e["name"]), e["kind"], str(e["size"]), e["cid"][:CID_SHORT])
+        console.print(t)
 
     @fs.command("rm")
     def rm(
@@ -119,11 +128,9 @@ def register(app: typer.Typer) -> None:
         with client(Home(home)) as api, friendly():
             result = api.fs("history", label=path)
         if as_json:
-            console.print_json(json.dumps(result))
+            _print_json(result)
             return
-        table = Table(box=None)
-        for col in ("version", "snapshot", "writer", "id", ""):
-            table.add_column(col)
+        t = _table("version", "snapshot", "writer", "id", "")
         for v in result["versions"]:
             mark = (
                 "head"
@@ -132,8 +139,10 @@ def register(app: typer.Typer) -> None:
                 if v["id"] in result["conflicts"]
                 else ""
             )
-            table.add_row(str(v["version"]), v["snapshot"], v["writer"][-8:], v["id"][:12], mark)
-        console.print(table)
+            t.add_row(
+                str(v["version"]), v["snapshot"][:CID_SHORT], v["writer"][-8:], v["id"][:12], mark
+            )
+        console.print(t)
 
     @fs.command("snapshot")
     def snapshot_cmd(
@@ -181,11 +190,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Keep REF's blocks on this node (fetched now) through gc, and provide them."""
         result = _job(home, "pin", quiet, ref=ref, unpin=unpin)
-        _show(
-            result,
-            as_json,
-            lambda r: f"unpinned {r['unpinned']}" if "unpinned" in r else f"pinned {r['pinned']}",
-        )
+
+        def line(r: dict[str, Any]) -> str:
+            if "pinned" in r:
+                return f"pinned {r['pinned']}"
+            n = r["unpinned"]  # pins dropped: a snapshot has one, a label one per version
+            if not n:
+                return f"{ref} was not pinned on this node"
+            pins = "1 pin" if n == 1 else f"{n} pins (one per pinned version)"
+            return f"unpinned {ref}: dropped {pins}; `colonynode fs gc` frees its blocks"
+
+        _show(result, as_json, line)
 
     @fs.command("gc")
     def gc(as_json: JsonOption = False, home: HomeOption = DEFAULT_HOME) -> None:
@@ -221,6 +236,9 @@ def register(app: typer.Typer) -> None:
 def _job(home: Path, op: str, quiet: bool, **args: Any) -> dict[str, Any]:
     """Start ``op`` and follow its job to the end with a progress bar; its result."""
     with client(Home(home)) as api, friendly():
+        for key in ("ref", "snapshot"):  # a snapshot CID's prefix, made whole
+            if key in args:
+                args[key] = _cid(api, args[key])
         started = api.fs(op, **args)
         if "job" not in started:
             return started
@@ -233,6 +251,15 @@ def _job(home: Path, op: str, quiet: bool, **args: Any) -> dict[str, Any]:
 
 
 def _follow(api: ApiClient, job_id: str, op: str, quiet: bool) -> dict[str, Any]:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -240,7 +267,9 @@ def _follow(api: ApiClient, job_id: str, op: str, quiet: bool) -> dict[str, Any]
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True, disable=quiet) as bar:
+    # stderr, and a terminal only: off a terminal rich would leave a blank line on stdout
+    show = not quiet and err.is_terminal
+    with Progress(*columns, console=err, transient=True, disable=not show) as bar:
         task = bar.add_task(op, total=None)
         while True:
             job = api.fs_job(job_id)
@@ -258,9 +287,35 @@ def _follow(api: ApiClient, job_id: str, op: str, quiet: bool) -> dict[str, Any]
 
 def _show(result: dict[str, Any], as_json: bool, line: Any) -> None:
     if as_json:
-        console.print_json(json.dumps(result))
+        _print_json(result)
     else:
         console.print(escape(str(line(result))), soft_wrap=True)
+
+
+def _print_json(result: dict[str, Any]) -> None:
+    print(json.dumps(result, indent=2))  # plain: for programs (rich would colour and wrap)
+
+
+def _table(*columns: str) -> Table:
+    from rich.table import Table
+
+    t = Table(box=None)
+    for name in columns:
+        t.add_column(name, overflow="fold")
+    return t
+
+
+def _cid(api: ApiClient, ref: str) -> str:
+    """``ref``, or the snapshot CID it is a unique prefix of (among the versions of the
+    colony's labels, as `fs ls` and `fs label` show them). Labels start with '/'."""
+    if ref.startswith("/") or _CID.fullmatch(ref) or not _CID_PREFIX.fullmatch(ref):
+        return ref
+    snapshots = set()
+    for lb in api.fs("ls")["labels"]:
+        snapshots.add(lb["snapshot"])
+        history = api.fs("history", label=lb["path"])
+        snapshots.update(v["snapshot"] for v in history["versions"])
+    return resolve(ref, snapshots, "snapshot", "colonynode fs label PATH")
 
 
 def _fetched(r: dict[str, Any]) -> str:

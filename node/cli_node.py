@@ -1,38 +1,51 @@
 """``colonynode`` commands for a device's life in a colony: init, colony create, invite,
-join, members, start, stop, status; and the first process commands (submit, get, wait,
-ps). Every mistake a user can make ends in one readable line and a non-zero exit."""
+join, members, start, stop, status; and the process commands (submit, get, wait, ps,
+logs, cancel, executors, workflow submit). Every mistake a user can make ends in one
+readable line and a non-zero exit.
+
+Tables show ids shortened (a pid's first 16 characters, a member id's first 20), and
+every command that takes an id accepts any unique prefix of one, as git and docker do.
+
+Imports of anything heavier than typer and rich happen inside the commands: ``--help``
+and the commands that need no daemon stay fast (bench/bench_cli.py measures them).
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import trio
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from colonyp2p.errors import ColonyError, root_cause
-from colonyp2p.model.units import format_bytes
-from colonyp2p.node import colony
-from colonyp2p.node.api_client import ApiClient
+from colonyp2p.node.cli_typer import typer_app
 from colonyp2p.node.home import DEFAULT_HOME, Home
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from colonyp2p.node.api_client import ApiClient
 
 console = Console()
 err = Console(stderr=True)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 SWITCH_INTERVAL = 0.0005  # seconds (CPython default 0.005): see _run_foreground
+FINAL = ("successful", "failed")
+_PID = re.compile(r"[0-9a-f]{64}")
+PID_SHORT = 16  # a pid is 64 hex digits; tables show its first 16
+MEMBER_SHORT = 20  # every member id starts "12D3KooW": 12 telling characters more
 
 HomeOption = Annotated[
     Path,
@@ -43,6 +56,7 @@ HomeOption = Annotated[
         show_default=True,
     ),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -70,13 +84,59 @@ def client(home: Home) -> Iterator[ApiClient]:
         runtime = home.runtime()
         if runtime is None:
             raise fail(f"the node in {home.root} is not running: start it with `colonynode start`")
-        with ApiClient(str(runtime["api"]), home.identity()) as api:
+        from colonyp2p.node.api_client import ApiClient  # httpx: only with a node to ask
+
+        node = runtime.get("member_id")
+        with ApiClient(
+            str(runtime["api"]), home.identity(), node=str(node) if node else None
+        ) as api:
             yield api
 
 
+def table(*columns: str, title: str | None = None, **options: Any) -> Table:
+    """A rich table whose cells wrap rather than end in "…": a cut id would look like
+    one that commands then refuse."""
+    from rich.table import Table
+
+    t = Table(title=title, **options)
+    for name in columns:
+        t.add_column(name, overflow="fold")
+    return t
+
+
+def resolve(
+    given: str, candidates: Iterable[str], what: str, where: str, *, whole: bool = False
+) -> str:
+    """The id that ``given`` names among ``candidates``: itself, or the one candidate it
+    is a prefix of; else one line saying so (``where``: the command that lists them). A
+    ``whole`` id is taken as it is, for the node to answer about (it may know more than
+    it lists)."""
+    pool = set(candidates)
+    if whole or given in pool:
+        return given
+    matches = sorted(c for c in pool if c.startswith(given))
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise fail(f"no {what} id starts with {given!r} (`{where}` lists them)")
+    shown = ", ".join(m[: len(given) + 6] + "..." for m in matches[:4])
+    more = f" and {len(matches) - 4} more" if len(matches) > 4 else ""
+    raise fail(
+        f"{given!r} is ambiguous, the start of {len(matches)} {what} ids "
+        f"({shown}{more}): give more characters"
+    )
+
+
+def process_id(api: ApiClient, given: str) -> str:
+    """A pid, or a unique prefix of one among the processes this node lists (`ps`)."""
+    if _PID.fullmatch(given):
+        return given
+    return resolve(given, (p["pid"] for p in api.processes()), "process", "colonynode ps")
+
+
 def register(app: typer.Typer) -> None:
-    colony_app = typer.Typer(help="Create a colony.", no_args_is_help=True)
-    members_app = typer.Typer(help="List, approve and revoke members.")
+    colony_app = typer_app("Create a colony.", no_args_is_help=True)
+    members_app = typer_app("List, approve and revoke members.")
     app.add_typer(colony_app, name="colony")
     app.add_typer(members_app, name="members")
 
@@ -85,11 +145,13 @@ def register(app: typer.Typer) -> None:
         """Create this device's key (0600) and configuration."""
         with friendly():
             identity = Home(home).init()
-        console.print(f"member id: [bold]{identity.member_id}[/]\nhome: {home}")
+        console.print(f"member id: [bold]{identity.member_id}[/]\nhome: {home}", soft_wrap=True)
 
     @colony_app.command("create")
     def colony_create(name: str, home: HomeOption = DEFAULT_HOME) -> None:
         """Found a colony owned by this device's key; prints the colony id."""
+        from colonyp2p.node import colony
+
         with friendly():
             colony_id = colony.create(Home(home), name, now=time.time())
         console.print(colony_id)
@@ -111,77 +173,123 @@ def register(app: typer.Typer) -> None:
         colony_id: str,
         ticket: Annotated[str, typer.Option(help="a ticket from `colonynode invite`")] = "",
         bootstrap: Annotated[
-            list[str] | None, typer.Option(help="a member's multiaddr (repeatable)")
+            list[str] | None,
+            typer.Option(help="a member's multiaddr (repeatable; needed without a ticket)"),
         ] = None,
         name: Annotated[str, typer.Option(help="a name for people")] = "",
         wait: Annotated[float, typer.Option(help="seconds to wait for an approval")] = 0.0,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Join a colony: with a ticket at once, without one once an admin approves."""
+        """Join a colony: with a ticket at once; without one (give --bootstrap), once an
+        admin runs `colonynode members approve`."""
+        import trio
+
         from colonyp2p.node.admission import join_home  # libp2p: only when joining
+        from colonyp2p.node.home import check_multiaddrs
 
         with friendly():
-            chain = trio.run(join_home, Home(home), colony_id, ticket, name, bootstrap or [], wait)
-        console.print(f"joined colony {colony_id} (membership v{chain[-1].version})")
+            addrs = check_multiaddrs(list(bootstrap or []), "--bootstrap")
+            chain = trio.run(join_home, Home(home), colony_id, ticket, name, addrs, wait)
+        console.print(
+            f"joined colony {colony_id} (membership v{chain[-1].version})", soft_wrap=True
+        )
 
-    @members_app.callback(invoke_without_command=True)
-    def members(ctx: typer.Context, home: HomeOption = DEFAULT_HOME) -> None:
-        """The colony's members (and devices waiting for approval)."""
-        if ctx.invoked_subcommand is not None:
-            return
+    def show_members(home: Path, as_json: bool) -> None:
         with client(Home(home)) as api, friendly():
             data = api.members()
-        table = Table(title=f"{data['name']} v{data['version']}")
-        for col in ("member id", "role", "name", "executor"):
-            table.add_column(col)
+        if as_json:
+            print(json.dumps(data, indent=2))
+            return
+        t = table(
+            "member id",
+            "role",
+            "name",
+            "executor",
+            title=f"{escape(data['name'])} v{data['version']}",
+        )
         for m in data["members"]:
             ex = m["executor"]
-            table.add_row(
-                m["member_id"],
+            t.add_row(
+                m["member_id"][:MEMBER_SHORT],
                 m["role"],
-                m["name"],
-                "" if ex is None else f"{ex['type']} ({', '.join(ex['functions'][:4])})",
+                escape(m["name"]),
+                "" if ex is None else escape(f"{ex['type']} ({', '.join(ex['functions'][:4])})"),
             )
         for member_id, info in data["pending"].items():
-            table.add_row(member_id, "[yellow]pending[/]", str(info.get("name", "")), "")
-        console.print(table)
+            t.add_row(
+                member_id[:MEMBER_SHORT],
+                "[yellow]pending[/]",
+                escape(str(info.get("name", ""))),
+                "",
+            )
+        console.print(t)
+
+    @members_app.callback(invoke_without_command=True)
+    def members(
+        ctx: typer.Context, as_json: JsonOption = False, home: HomeOption = DEFAULT_HOME
+    ) -> None:
+        """The colony's members (and devices waiting for approval); ids shortened, --json
+        for the whole ids."""
+        if ctx.invoked_subcommand is None:
+            show_members(home, as_json)
+
+    @members_app.command("list")
+    def members_list(as_json: JsonOption = False, home: HomeOption = DEFAULT_HOME) -> None:
+        """The colony's members (and devices waiting for approval)."""
+        show_members(home, as_json)
 
     @members_app.command("approve")
     def approve(
-        member_id: str,
+        member_id: Annotated[str, typer.Argument(help="a pending device's id, or a prefix")],
         role: Annotated[str, typer.Option(help="admin, executor or user")] = "executor",
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Admit a device that asked to join without a ticket."""
         with client(Home(home)) as api, friendly():
+            member_id = _member(api.members()["pending"], member_id, "pending member")
             answer = api.approve(member_id, role)
-        console.print(f"admitted {member_id} (membership v{answer['version']})")
+        console.print(f"admitted {member_id} (membership v{answer['version']})", soft_wrap=True)
 
     @members_app.command("revoke")
-    def revoke(member_id: str, home: HomeOption = DEFAULT_HOME) -> None:
+    def revoke(
+        member_id: Annotated[str, typer.Argument(help="a member id, or a prefix")],
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
         """Remove a member: it is cut off from the colony at once."""
         with client(Home(home)) as api, friendly():
+            ids = [m["member_id"] for m in api.members()["members"]]
+            member_id = _member(ids, member_id, "member")
             answer = api.revoke(member_id)
-        console.print(f"revoked {member_id} (membership v{answer['version']})")
+        console.print(f"revoked {member_id} (membership v{answer['version']})", soft_wrap=True)
 
     @app.command()
     def start(
         foreground: Annotated[bool, typer.Option(help="run in this terminal")] = False,
         listen: Annotated[
-            list[str] | None, typer.Option(help="multiaddr to listen on (repeatable)")
+            list[str] | None,
+            typer.Option(help="multiaddr to listen on (repeatable; kept in config.json)"),
         ] = None,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Start the node's daemon (in the background unless --foreground)."""
+        from colonyp2p.node import colony
+        from colonyp2p.node.home import check_multiaddrs
+        from colonyp2p.node.ports import check_ports
+
         h = Home(home)
+        # everything is checked before anything is written or started: a mistake changes
+        # nothing
         with friendly():
+            given = check_multiaddrs(list(listen), "--listen") if listen else None
             if h.runtime() is not None:
                 raise fail(f"the node in {h.root} is already running")
             config = h.config()
             if colony.current_membership(h) is None:
                 raise fail("this node is in no colony: `colonynode colony create` or `join`")
+            addrs = given or config.listen
+            check_ports(addrs)
             if listen:
-                config.listen = list(listen)
+                config.listen = addrs
                 h.save_config(config)
         if foreground:
             _run_foreground(h)
@@ -205,20 +313,17 @@ def register(app: typer.Typer) -> None:
         console.print("stopped")
 
     @app.command()
-    def status(
-        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-        home: HomeOption = DEFAULT_HOME,
-    ) -> None:
+    def status(as_json: JsonOption = False, home: HomeOption = DEFAULT_HOME) -> None:
         """The running node: colony, role, peers, executor, what it refused."""
         with client(Home(home)) as api, friendly():
             data = api.status()
         if as_json:
-            console.print_json(json.dumps(data))
+            print(json.dumps(data, indent=2))
             return
-        table = Table(show_header=False, title="colonynode")
+        t = table("key", "value", show_header=False, title="colonynode")
         for key, value in data.items():
-            table.add_row(key, escape(json.dumps(value) if not isinstance(value, str) else value))
-        console.print(table)
+            t.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+        console.print(t)
 
     @app.command()
     def submit(
@@ -227,8 +332,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         func: Annotated[str, typer.Option(help="the function to run")] = "",
         arg: Annotated[list[str] | None, typer.Option(help="an argument (JSON or text)")] = None,
-        executortype: Annotated[str, typer.Option(help="where it may run")] = "",
-        wait: Annotated[bool, typer.Option(help="wait for the result")] = False,
+        executortype: Annotated[
+            str, typer.Option(help="where it may run (default: any executor)")
+        ] = "",
+        wait: Annotated[
+            bool, typer.Option(help="wait for the result; exits 1 if the process failed")
+        ] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Submit a function spec; prints the process id."""
@@ -246,24 +355,36 @@ def register(app: typer.Typer) -> None:
         with client(Home(home)) as api, friendly():
             pid = api.submit(spec)["pid"]
             console.print(pid)
-            if wait:
-                _print_process(_wait(api, pid, None))
+            if not wait:
+                return
+            process = _wait(api, pid, None)
+        _print_process(process)
+        if process["state"] != "successful":
+            raise typer.Exit(1)  # as `wait` does
 
     @app.command()
-    def get(pid: str, home: HomeOption = DEFAULT_HOME) -> None:
-        """A process: its state, output and errors."""
+    def get(
+        pid: Annotated[str, typer.Argument(help="a process id, or a unique prefix")],
+        as_json: JsonOption = False,
+        home: HomeOption = DEFAULT_HOME,
+    ) -> None:
+        """A process: its state, output and errors, or why it still waits."""
         with client(Home(home)) as api, friendly():
-            _print_process(api.process(pid))
+            process = api.process(process_id(api, pid))
+        if as_json:
+            print(json.dumps(process, indent=2))
+        else:
+            _print_process(process)
 
     @app.command("wait")
     def wait_cmd(
-        pid: str,
+        pid: Annotated[str, typer.Argument(help="a process id, or a unique prefix")],
         timeout: Annotated[float | None, typer.Option(help="seconds")] = None,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """Wait until a process ends; exits 1 if it failed."""
         with client(Home(home)) as api, friendly():
-            process = _wait(api, pid, timeout)
+            process = _wait(api, process_id(api, pid), timeout)
         _print_process(process)
         if process["state"] != "successful":
             raise typer.Exit(1)
@@ -271,72 +392,94 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def ps(
         state: Annotated[str | None, typer.Option(help="waiting, running, ...")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        as_json: JsonOption = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Processes this node submitted or keeps."""
+        """Processes this node submitted or keeps (pids shortened; any unique prefix of
+        a pid is taken by get, wait, logs and cancel)."""
         with client(Home(home)) as api, friendly():
             rows = api.processes(state)
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        table = Table("pid", "func", "state", "output / why")
+        t = table("pid", "func", "state", "output / why")
         for p in rows:
             detail = p.get("waiting_reason") or json.dumps(p["output"] or p["errors"])
-            table.add_row(p["pid"][:16], p["funcname"], p["state"], escape(detail[:80]))
-        console.print(table)
+            t.add_row(p["pid"][:PID_SHORT], escape(p["funcname"]), p["state"], escape(detail[:80]))
+        console.print(t)
 
     @app.command()
     def logs(
-        pid: str,
+        pid: Annotated[str, typer.Argument(help="a process id, or a unique prefix")],
         follow: Annotated[bool, typer.Option("-f", "--follow", help="until it ends")] = False,
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """What a process printed (its executor sends it to the submitting node)."""
         shown = 0
         with client(Home(home)) as api, friendly():
+            pid = process_id(api, pid)
             while True:
                 process = api.process(pid)
                 for line in process.get("logs", [])[shown:]:
                     print(line, flush=True)
                     shown += 1
-                if not follow or process["state"] in ("successful", "failed"):
+                if not follow or process["state"] in FINAL:
                     return
                 time.sleep(0.3)
 
     @app.command()
-    def cancel(pid: str, home: HomeOption = DEFAULT_HOME) -> None:
-        """Fail a process that has not started yet."""
-        with client(Home(home)) as api, friendly():
-            process = api.cancel(pid)
-        console.print(f"{pid[:16]} is {process['state']}")
-
-    @app.command()
-    def executors(
-        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    def cancel(
+        pid: Annotated[str, typer.Argument(help="a process id, or a unique prefix")],
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
+        """Fail a process that has not started yet. A running process cannot be cancelled
+        yet: it runs to its end (or its maxexectime); this exits 1 saying so."""
+        with client(Home(home)) as api, friendly():
+            pid = process_id(api, pid)
+            before = api.process(pid)["state"]
+            # a running one is not asked to cancel: its keepers would refuse, after a wait
+            asked = before not in ("running", *FINAL)  # waiting, or not known here yet
+            state = api.cancel(pid)["state"] if asked else before
+        if asked and state == "failed":
+            console.print(f"cancelled {pid[:PID_SHORT]} (failed)")
+            return
+        if state in ("waiting", "unknown"):
+            raise fail(
+                f"the cancel of {pid[:PID_SHORT]} was not decided in time: "
+                "`colonynode get` shows whether it took"
+            )
+        if before in FINAL:
+            raise fail(f"process {pid[:PID_SHORT]} already ended ({before})")
+        raise fail(
+            f"process {pid[:PID_SHORT]} is {state}: a running process cannot be cancelled "
+            "yet (it runs to its end, or to its maxexectime)"
+        )
+
+    @app.command()
+    def executors(as_json: JsonOption = False, home: HomeOption = DEFAULT_HOME) -> None:
         """The colony's executors, from their ads."""
+        from colonyp2p.model.units import format_bytes
+
         with client(Home(home)) as api, friendly():
             members = api.members()["members"]
         rows = [dict(m["executor"], member_id=m["member_id"]) for m in members if m["executor"]]
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        table = Table("name", "type", "functions", "cores", "memory", "gpus", "capacity")
+        t = table("name", "type", "functions", "cores", "memory", "gpus", "capacity")
         for ex in rows:
-            table.add_row(
-                ex["name"],
-                ex["type"],
-                ", ".join(ex["functions"]) or "any",
+            t.add_row(
+                escape(ex["name"]),
+                escape(ex["type"]),
+                escape(", ".join(ex["functions"]) or "any"),
                 str(ex["cores"]),
                 format_bytes(ex["memory"]),
                 str(ex["gpus"]),
                 str(ex["capacity"]),
             )
-        console.print(table)
+        console.print(t)
 
-    workflow_app = typer.Typer(help="Workflows (ColonyOS workflow JSON).", no_args_is_help=True)
+    workflow_app = typer_app("Workflows (ColonyOS workflow JSON).", no_args_is_help=True)
     app.add_typer(workflow_app, name="workflow")
 
     @workflow_app.command("submit")
@@ -351,30 +494,43 @@ def register(app: typer.Typer) -> None:
             raise fail(f"{dag}: {exc}") from None
         with client(Home(home)) as api, friendly():
             answer = api.submit_workflow(data)
-        table = Table("node", "pid")
+        t = table("node", "pid")
         for name, pid in answer["pids"].items():
-            table.add_row(name, pid)
-        console.print(table)
+            t.add_row(escape(name), pid)
+        console.print(t)
+
+
+def _member(ids: Iterable[str], given: str, what: str) -> str:
+    """A member id, or a unique prefix of one of ``ids``."""
+    from colonyp2p.identity import is_member_id
+
+    return resolve(given, ids, what, "colonynode members", whole=is_member_id(given))
 
 
 def _wait(api: ApiClient, pid: str, timeout: float | None) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
-    with console.status(f"waiting for {pid[:16]}"):
+    with err.status(f"waiting for {pid[:PID_SHORT]}"):
         while True:
             process = api.process(pid)
-            if process["state"] in ("successful", "failed"):
+            if process["state"] in FINAL:
                 return process
             if deadline is not None and time.monotonic() > deadline:
-                raise fail(f"{pid} is still {process['state']} after {timeout:g} s")
+                why = process.get("waiting_reason") or ""
+                raise fail(
+                    f"{pid[:PID_SHORT]} is still {process['state']} after {timeout:g} s"
+                    + (f": {why}" if why else "")
+                )
             time.sleep(0.2)
 
 
 def _print_process(p: dict[str, Any]) -> None:
-    table = Table(show_header=False, title=f"process {p['pid'][:16]}")
-    for key in ("pid", "funcname", "state", "executor", "output", "errors"):
+    t = table("key", "value", show_header=False, title=f"process {p['pid'][:PID_SHORT]}")
+    for key in ("pid", "funcname", "state", "waiting_reason", "executor", "output", "errors"):
         value = p.get(key)
-        table.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
-    console.print(table)
+        if key == "waiting_reason" and not value:
+            continue  # only while it waits, and only when the node knows why
+        t.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+    console.print(t)
 
 
 def _arg(text: str) -> Any:
@@ -395,6 +551,10 @@ def _duration(text: str) -> float:
 
 
 def _run_foreground(home: Home) -> None:
+    import logging
+
+    import trio
+
     from colonyp2p.node.daemon import Daemon
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -440,7 +600,7 @@ def _start_background(home: Home) -> None:
     )
     log.close()
     deadline = time.monotonic() + START_TIMEOUT
-    with console.status("starting"):
+    with err.status("starting"):
         while time.monotonic() < deadline:
             runtime = home.runtime()
             if runtime is not None and runtime.get("pid") == child.pid:

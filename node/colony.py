@@ -3,6 +3,7 @@ node becomes its owner) and record a membership set received when joining."""
 
 from __future__ import annotations
 
+from colonyp2p.core import catchup
 from colonyp2p.core.effects import Persist
 from colonyp2p.core.node import MEMBERSHIP
 from colonyp2p.errors import ColonyError
@@ -10,12 +11,10 @@ from colonyp2p.model.membership import Member, MembershipSet
 from colonyp2p.node.home import Home
 from colonyp2p.node.store import Store
 
-HISTORY = "v"
-
 
 def history_key(membership: MembershipSet) -> str:
-    """Where each membership version is kept, beside "current" (the daemon keeps them too)."""
-    return f"{HISTORY}{membership.version:012d}"
+    """Where each membership version is kept, beside "current" (as the core keeps them)."""
+    return catchup.history_key(membership.version)
 
 
 class ColonyExists(ColonyError):

@@ -20,10 +20,12 @@ import logging
 import math
 import os
 import platform
+import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
@@ -62,7 +64,7 @@ from colonyp2p.core.messages import (
 from colonyp2p.core.node import MEMBERSHIP, ColonyNode, ExecutionResult
 from colonyp2p.core.params import Params
 from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
-from colonyp2p.errors import ColonyError
+from colonyp2p.errors import ColonyError, StoreError
 from colonyp2p.executors.base import Executor, RunRequest
 from colonyp2p.executors.factory import make
 from colonyp2p.executors.process_pool import WorkerPool
@@ -74,11 +76,13 @@ from colonyp2p.model.signed import SignedSpec
 from colonyp2p.node import api
 from colonyp2p.node.admission import Admission, serve_joins
 from colonyp2p.node.backend import DaemonBackend
-from colonyp2p.node.colony import HISTORY, history_key
 from colonyp2p.node.discovery import Discovery
 from colonyp2p.node.fs import FsService
 from colonyp2p.node.home import Config, Home, HomeError
+from colonyp2p.node.ports import remember_ports, sticky_ports
+from colonyp2p.node.redial import Redialer
 from colonyp2p.node.store import Store
+from colonyp2p.node.supervise import Health, supervise
 from colonyp2p.node.transport import Transport
 
 if TYPE_CHECKING:
@@ -104,6 +108,12 @@ MAX_LOG_LINE = 4096
 STATUS_RECHECK = 0.05  # s: how often status_of looks whether a keeper it waits for is lost
 # messages that ask and state nothing this node has yet to make durable (see _carry_out)
 REQUESTS = (StoreSpec, Prepare, Accept, Decide, Renew, Release, Query, Offer)
+
+
+class CoreFailed(ColonyError):
+    """The protocol core or the store failed: the one failure that ends a daemon."""
+
+    code = "core_failed"
 
 
 class ListenFailed(ColonyError):
@@ -174,9 +184,10 @@ class Daemon:
         self.started_at = 0.0
         self.api_port = 0
         self.discovery: Discovery | None = None
-        self._chain: list[MembershipSet] = []
         self._membership_changed = False
         self._addrs_due = trio.Event()  # set: announce our addresses now
+        self.redial: Redialer | None = None  # finds the colony again (node/redial.py)
+        self.health = Health()  # supervised subsystems, for `colonynode status`
         self.admission = Admission(self)
         self.fs = FsService(self)  # the meta-filesystem (node/fs.py)
 
@@ -222,7 +233,6 @@ class Daemon:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         durable = await trio.to_thread.run_sync(self.store.load)
         saved = durable.get(MEMBERSHIP, {})
-        self._chain = [saved[k] for k in sorted(saved) if k.startswith(HISTORY)]
         membership = saved.get("current")
         if not isinstance(membership, MembershipSet):
             raise NotInAColony(
@@ -241,9 +251,12 @@ class Daemon:
             on_message=self._on_message,
             on_announcement=self._on_announcement,
             on_peer_lost=self._on_peer_lost,
-            listen_addrs=self.listen,
+            # port 0 means the port of the previous run (node/ports.py)
+            listen_addrs=sticky_ports(self.home, self.listen),
             psk=self.config.psk or None,
+            health=self.health,
         )
+        health = self.health
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -254,6 +267,14 @@ class Daemon:
                         f"cannot listen on {', '.join(self.listen)}: the port is in use "
                         "or the address is not this machine's"
                     )
+                remember_ports(self.home, self.listen, transport.host.get_transport_addrs())
+                redial = self.redial = Redialer(
+                    transport,
+                    self.store,
+                    self.config.bootstrap,
+                    is_member=lambda m: node.membership.is_member(m),  # the current version
+                )
+                await redial.load()  # where members were before a restart
                 serve_joins(transport, self.admission.handle)
                 if self.config.dht != "off":
                     self.discovery = Discovery(
@@ -265,7 +286,9 @@ class Daemon:
                         mdns=self.config.mdns,
                     )
                     await nursery.start(self.discovery.run)
-                    nursery.start_soon(self._discover, self.discovery)
+                    nursery.start_soon(
+                        supervise, "discovery", partial(self._discover, self.discovery), health
+                    )
                 await nursery.start(self.fs.run)
                 if self._worker_pool is not None:
                     await self._worker_pool.warm()
@@ -276,12 +299,13 @@ class Daemon:
                     await transport.subscribe(topic)
                 for addr in self.config.bootstrap:
                     await self._connect(addr)
+                nursery.start_soon(redial.run)  # never raises
                 self.started_at = time.time()
                 await self._carry_out(node.start(self.started_at))
-                nursery.start_soon(self._core_loop)
-                nursery.start_soon(self._publisher)
-                nursery.start_soon(self._announce_addrs)
-                nursery.start_soon(self._ship_logs)
+                nursery.start_soon(self._core_task)
+                nursery.start_soon(supervise, "publisher", self._publisher, health)
+                nursery.start_soon(supervise, "addresses", self._announce_addrs, health)
+                nursery.start_soon(supervise, "logs", self._ship_logs, health)
                 self._event("started", "", {"member": self.identity.member_id})
                 self.home.publish_runtime(
                     {
@@ -316,7 +340,12 @@ class Daemon:
 
     async def _dial(self, member: str) -> None:
         assert self.transport is not None
-        if not await self.transport.reach(member):
+        try:
+            reached = await self.transport.reach(member)
+        except Exception as exc:  # one dial's bug must not end the node
+            log.warning("dialing %s failed: %r", member, exc)
+            return
+        if not reached:
             log.debug("member %s not reachable at its announced addresses", member)
 
     async def _connect(self, addr: str) -> None:
@@ -332,42 +361,36 @@ class Daemon:
         if isinstance(msg, LogLines):
             self._received_logs(msg)
             return
-        if isinstance(msg, Decide) and msg.value.kind != "moved" and msg.pid not in self.outcomes:
-            # The winning executor tells the submitter: the result reaches the user
-            # without a round of queries to the keepers.
-            self.outcomes[msg.pid] = msg.value
-            while len(self.outcomes) > OUTCOMES_KEPT:
-                del self.outcomes[next(iter(self.outcomes))]
-            self._event(
-                "result",
-                msg.pid,
-                {"outcome": msg.value.kind, "executor": msg.value.executor},
-            )
         if isinstance(msg, Status):
             for waiter in self._status_waiters.get(msg.pid, ()):
                 waiter.send_nowait((sender, msg))
         self._inbox_send.send_nowait(_Input("message", sender, msg))
 
     def _on_announcement(self, publisher: str, item: Announcement) -> None:
-        if isinstance(item, PeerAddrs):
-            if self.transport is not None:
-                new = not self.transport.knows(publisher)
-                if new:
-                    # a member new to us (just joined, or we just started): tell it where
-                    # we listen now rather than at our next round
-                    self._addrs_due.set()
-                try:
-                    self.transport.add_addrs(publisher, item.addrs)
-                except ValueError as exc:
-                    log.warning("bad addresses from %s: %s", publisher, exc)
-                    return
-                if new and self._nursery is not None and self._should_dial(publisher):
-                    self._nursery.start_soon(self._dial, publisher)
-            return
+        if isinstance(item, PeerAddrs) and self.transport is not None:
+            new = not self.transport.knows(publisher)
+            if new:
+                # a member new to us (just joined, or we just started): tell it where
+                # we listen now rather than at our next round
+                self._addrs_due.set()
+            try:
+                self.transport.add_addrs(publisher, item.addrs)
+                if self.redial is not None:
+                    self.redial.learned(publisher, item.addrs)  # kept for restarts
+            except ValueError as exc:
+                log.warning("bad addresses from %s: %s", publisher, exc)
+                return
+            if new and self._nursery is not None and self._should_dial(publisher):
+                self._nursery.start_soon(self._dial, publisher)
+        # Addresses go on to the core too: they say their member runs, and the core
+        # passes over members it never heard from when it places new specs
+        # (core/availability.py).
         self._inbox_send.send_nowait(_Input("announcement", publisher, item))
 
     def _on_peer_lost(self, member: str) -> None:
         log.info("connection to member %s lost", member)
+        if self.redial is not None:
+            self.redial.peer_lost()  # the last one? then it redials
         self._inbox_send.send_nowait(_Input("lost", member))
 
     async def call(self, fn: Callable[[ColonyNode, float], tuple[list[Effect], T]]) -> T:
@@ -380,6 +403,21 @@ class Daemon:
         return result.unwrap()
 
     # --- the core task ---------------------------------------------------------------
+
+    async def _core_task(self) -> None:
+        """The core loop, the one task whose failure ends the daemon: a node that cannot
+        run its protocol or make its state durable must not carry on half alive. What it
+        acknowledged is on disk, so a restart picks up from there."""
+        try:
+            await self._core_loop()
+        except Exception as exc:
+            log.critical("the protocol core failed; the daemon stops", exc_info=exc)
+            store = isinstance(exc, StoreError | sqlite3.Error | OSError)
+            where = "the store" if store else "the core"
+            raise CoreFailed(
+                f"{where} failed ({type(exc).__name__}: {exc}); the daemon stopped. Nothing "
+                f"it acknowledged is lost; see {self.home.log_path} and start it again"
+            ) from exc
 
     async def _core_loop(self) -> None:
         node = self.node
@@ -435,12 +473,8 @@ class Daemon:
 
     async def _carry_out(self, effects: list[Effect]) -> None:
         persists = [e for e in effects if isinstance(e, Persist)]
-        for p in list(persists):
-            if p.table == MEMBERSHIP and isinstance(p.value, MembershipSet):
-                # every version, for the chain a joining device verifies from the genesis
-                persists.append(Persist(MEMBERSHIP, history_key(p.value), p.value))
-                self._chain.append(p.value)
-                self._membership_changed = True
+        if any(p.table == MEMBERSHIP and p.key == "current" for p in persists):
+            self._membership_changed = True  # (the core keeps every version, core/catchup.py)
         if persists:
             # Requests leave while the step is made durable: they promise nothing, and
             # no answer to them is read before the commit is done (the core task waits
@@ -467,7 +501,10 @@ class Daemon:
                     scope.cancel()
                     self._event("cancelled", e.pid, {"epoch": e.epoch, "reason": e.reason})
             elif isinstance(e, Observe):
-                self._event(e.kind, e.pid, e.data)
+                if e.kind == "result":
+                    self._learned_outcome(e.pid, e.data["outcome"])
+                else:
+                    self._event(e.kind, e.pid, e.data)
             elif isinstance(e, Reject):
                 log.debug("refused: %s %s", e.code, e.detail)
         if self._membership_changed and self.transport is not None:
@@ -476,6 +513,17 @@ class Daemon:
             self._addrs_due.set()
             # a revoked member loses its connections (and with them its gossip) at once
             await self.transport.drop_non_members()
+
+    def _learned_outcome(self, pid: str, value: Outcome) -> None:
+        """An outcome the core accepted from a sender entitled to tell it (the record's
+        keepers, or this node's own ballot or record: core ``report_result``); a Decide
+        from anyone else is never cached (any member can send one)."""
+        if pid in self.outcomes:
+            return
+        self.outcomes[pid] = value
+        while len(self.outcomes) > OUTCOMES_KEPT:
+            del self.outcomes[next(iter(self.outcomes))]
+        self._event("result", pid, {"outcome": value.kind, "executor": value.executor})
 
     def _topic(self, item: Announcement) -> str:
         assert self.node is not None
@@ -492,7 +540,9 @@ class Daemon:
             send, recv = trio.open_memory_channel[Message](math.inf)
             box = self._outboxes[to] = send
             assert self._nursery is not None
-            self._nursery.start_soon(self._sender, to, recv)
+            self._nursery.start_soon(
+                supervise, "sender", partial(self._sender, to, recv), self.health
+            )
         return box
 
     async def _sender(self, to: str, recv: trio.MemoryReceiveChannel[Message]) -> None:
@@ -592,9 +642,16 @@ class Daemon:
                 logs.lines.append(line)
 
             impl = self.executor_impl
-            # sync directives (spec.fs) around the run, for every executor kind
-            run = await self.fs.around_run(spec, workdir, log, lambda: impl.run(request, log))
-            result = ExecutionResult(run.ok, run.output, run.errors)
+            try:
+                # sync directives (spec.fs) around the run, for every executor kind
+                run = await self.fs.around_run(spec, workdir, log, lambda: impl.run(request, log))
+                result = ExecutionResult(run.ok, run.output, run.errors)
+            except Exception as exc:
+                # an executor's bug fails this process (a retry may run it elsewhere),
+                # not the node that runs the others
+                self.health.failed("executor", exc, restarting=False)
+                log(f"the executor failed: {type(exc).__name__}: {exc}")
+                result = ExecutionResult(False, (), (f"executor failed: {exc!r}",))
         # a run that left nothing behind leaves no directory either (a node runs
         # millions); files a run wrote stay for whoever wants them (where none was
         # created, this is one failing syscall)
@@ -624,9 +681,16 @@ class Daemon:
         send, recv = trio.open_memory_channel[tuple[str, Status]](16)
         self._status_waiters.setdefault(pid, []).append(send)
         best: Status | None = None
+        asked: set[str] = set()
         waiting: set[str] = set()
-        try:
-            for keeper in node.keepers_for(pid):
+        deadline = trio.current_time() + timeout
+
+        def ask(keepers: tuple[str, ...]) -> None:
+            nonlocal best
+            for keeper in keepers:
+                if keeper in asked:
+                    continue
+                asked.add(keeper)
                 if keeper == node.member_id:
                     if rec is not None:
                         best = node.status(pid, time.time())
@@ -634,19 +698,39 @@ class Daemon:
                 if keeper not in node.lost:
                     self._outbox(keeper).send_nowait(Query(pid))
                     waiting.add(keeper)
-            deadline = trio.current_time() + timeout
-            # until every keeper asked has answered, or was lost meanwhile (a dead
-            # keeper does not answer: do not wait out the timeout for it)
-            while waiting - node.lost and trio.current_time() < deadline:
+
+        async def answers() -> bool:
+            """Until every keeper asked has answered, or was lost meanwhile, or a decided
+            answer came (True). A dead keeper does not answer, nor does one that stopped
+            answering or never started (node.unavailable): an answer of theirs is taken
+            if it comes, but nothing waits for it."""
+            nonlocal best
+            while trio.current_time() < deadline:
+                if not {k for k in waiting - node.lost if not node.unavailable(k)}:
+                    break
                 with trio.move_on_after(STATUS_RECHECK):
                     sender, status = await recv.receive()
+                    if sender not in asked:
+                        continue  # only the keepers asked answer (anyone can send a Status)
                     waiting.discard(sender)
                     if not status.known:
                         continue
                     if best is None or _rank(status) > _rank(best):
                         best = status
                     if status.decided is not None and status.decided.kind != "moved":
-                        break
+                        return True
+            return False
+
+        try:
+            # where the record is as far as the node knows (its own submissions and
+            # records, what keepers told it), else the canonical keepers
+            ask(node.keepers_of(pid))
+            if not await answers() and best is None:
+                # Nobody asked keeps it: its submitter passed over members it thought
+                # unavailable, so it is among the next closest. Their answers name the
+                # record's keepers, which the core then remembers.
+                ask(node.keeper_candidates(pid))
+                await answers()
         finally:
             self._status_waiters[pid].remove(send)
             if not self._status_waiters[pid]:
@@ -656,7 +740,7 @@ class Daemon:
     def membership_chain(self) -> tuple[MembershipSet, ...]:
         """Every membership version this node adopted, oldest first (from the genesis
         for the founder and for members that joined with a chain)."""
-        return tuple(self._chain)
+        return () if self.node is None else self.node.catchup.versions()
 
     def _event(self, kind: str, pid: str, data: dict[str, Any]) -> None:
         self.event_seq += 1

@@ -20,6 +20,11 @@ executor's run goes through.
   the label's (else the label's replaces it); ``onclose.keeplocal`` makes the local
   files win over versions written meanwhile by others (else theirs keep their names and
   ours are kept beside them as ``<name>.conflict-<id>``; nothing is lost either way).
+- Local paths: the API's operations read and write files as the daemon's user, so
+  they are confined to the directories config.json's ``mfs.paths`` names (default:
+  that user's home directory), never the node's home (its key, its config) nor a
+  directory holding it, and never through a symbolic link or ``..``
+  (``LocalPaths``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from colonyp2p.errors import (
     BlockNotFound,
     ColonyError,
     MfsError,
+    Unauthorized,
     ValidationError,
 )
 from colonyp2p.executors.base import RunResult
@@ -70,6 +76,7 @@ from colonyp2p.model.membership import MembershipSet
 from colonyp2p.model.spec import FunctionSpec, SyncDirMount
 from colonyp2p.node.discovery import content_key
 from colonyp2p.node.framing import close_stream, frame, read_frame, reset_stream
+from colonyp2p.node.supervise import supervise
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -91,6 +98,67 @@ class FsRefused(ValidationError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class PathRefused(Unauthorized):
+    """A local path the API may not read or write (answered 403)."""
+
+    code = "path_refused"
+
+
+class LocalPaths:
+    """Where the local API's fs operations may read and write: inside one of ``roots``,
+    outside ``home`` (the node's), by a path without symbolic links or ``..``.
+
+    The rule is on the path as given, resolved once here: the caller (the CLI resolves
+    relative paths and symlinks before it sends) names the real place. A link swapped
+    in later, inside a root, can only be made by someone who may write there: the
+    daemon's user, whose files these are anyway; and the importer and export refuse
+    links inside the trees they walk.
+    """
+
+    def __init__(self, roots: Sequence[Path], home: Path) -> None:
+        self.roots = tuple(Path(os.path.realpath(r)) for r in roots)
+        self.home = Path(os.path.realpath(home))
+
+    @classmethod
+    def from_config(cls, value: object, home: Path) -> LocalPaths:
+        if value is None:
+            try:
+                return cls([Path.home()], home)
+            except RuntimeError:  # no HOME and no passwd entry: nothing is allowed
+                return cls([], home)
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and Path(v).is_absolute() for v in value
+        ):
+            raise ValidationError("config.json: must be a list of absolute paths", "mfs.paths")
+        return cls([Path(v) for v in value], home)
+
+    def check(self, text: str, name: str) -> Path:
+        """``text`` as a path the API may use for field ``name``; PathRefused if not."""
+        path = Path(text)
+        if not path.is_absolute():
+            raise ValidationError("must be an absolute path on the node's machine", name)
+        if ".." in path.parts:
+            raise PathRefused(f"{name}: {text} goes through '..': give the path itself")
+        real = Path(os.path.realpath(path))
+        if real != Path(os.path.normpath(path)):
+            raise PathRefused(
+                f"{name}: {text} goes through a symbolic link (to {real}): give the real path"
+            )
+        if real.is_relative_to(self.home) or self.home.is_relative_to(real):
+            raise PathRefused(
+                f"{name}: {text} is or holds the node's home {self.home} (its key and "
+                "config): the meta-filesystem never reads or writes there"
+            )
+        if not any(real.is_relative_to(root) for root in self.roots):
+            allowed = ", ".join(str(r) for r in self.roots) or "none"
+            raise PathRefused(
+                f"{name}: {text} is outside the directories this node's meta-filesystem may "
+                f"use ({allowed}); add a directory to mfs.paths in the node's config.json "
+                "to allow it"
+            )
+        return real
 
 
 @dataclass
@@ -135,7 +203,7 @@ class FsService:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         cfg = dict(daemon.config.mfs)
-        unknown = sorted(set(cfg) - {"quota", "serve_rate", "chunker"})
+        unknown = sorted(set(cfg) - {"quota", "serve_rate", "chunker", "paths"})
         if unknown:
             raise ValidationError(f"config.json: mfs has no {unknown[0]!r}", "mfs")
         quota = int(cfg.get("quota", 0) or 0)
@@ -145,6 +213,7 @@ class FsService:
             chunker_from_name(str(cfg["chunker"])) if cfg.get("chunker") else DEFAULT_CHUNKER
         )
         self.root = daemon.home.root / "mfs"
+        self.paths = LocalPaths.from_config(cfg.get("paths"), daemon.home.root)
         self.store: BlockStore | None = None
         self.log: LabelLog | None = None
         self.server: BlockServer | None = None
@@ -179,15 +248,22 @@ class FsService:
             labels = await trio.to_thread.run_sync(store.labels)
             self._raw = {label.label_id: label.encode() for label in labels}
             self.log = LabelLog.restore(colony_id, labels)
-            self.server = BlockServer(store, self, self.is_member, rate=self.rate)
             transport = self.daemon.transport
             assert transport is not None
+            self.server = BlockServer(
+                store,
+                self,
+                self.is_member,
+                rate=self.rate,
+                refuse=lambda peer, exc: transport.refused(BLOCKS_PROTOCOL, peer, exc),
+            )
             self.server.install(transport.host)
             self.fetcher = Fetcher(store, self._open_stream)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._pull_labels_forever)
-                nursery.start_soon(self._announce_forever)
+                health = self.daemon.health
+                nursery.start_soon(supervise, "labels", self._pull_labels_forever, health)
+                nursery.start_soon(supervise, "fs-announce", self._announce_forever, health)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -615,10 +691,10 @@ class FsService:
     async def api(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/fs/{op}``: long operations start a job and answer {"job": id}
         (``GET /v1/fs/jobs/{id}`` follows it); the others answer their result. Local
-        paths are absolute paths on this machine (the API only listens on loopback)."""
+        paths are absolute paths on this machine, within ``self.paths``."""
         try:
             return await self._api(op, body)
-        except ValidationError:
+        except (ValidationError, PathRefused):
             raise
         except ColonyError as exc:
             raise FsRefused(str(exc), exc.code) from None
@@ -631,10 +707,7 @@ class FsService:
             return value
 
         def local(name: str) -> Path:
-            path = Path(text(name))
-            if not path.is_absolute():
-                raise ValidationError("must be an absolute path on the node's machine", name)
-            return path
+            return self.paths.check(text(name), name)
 
         def flag(name: str) -> bool:
             value = body.get(name, False)

@@ -17,7 +17,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 
-from colonyp2p.errors import ColonyError, NotAMember
+from colonyp2p.errors import NotAMember
 
 PROTOCOLS: Final = (PROTOCOL_ID_V12, PROTOCOL_ID_V11)
 # py-libp2p pubsub refuses inbound RPCs over 1 MiB; leave room for the RPC's own
@@ -65,7 +65,7 @@ class ColonyPubsub(Pubsub):
         router: GossipSub,
         *,
         is_member: Callable[[str], bool],
-        refuse: Callable[[ColonyError], None],
+        refuse: Callable[[str, Exception], None],
         deliver: Callable[[Any], None],
     ) -> None:
         super().__init__(host, router)
@@ -78,13 +78,29 @@ class ColonyPubsub(Pubsub):
             return True
         return super().is_peer_blacklisted(peer_id)
 
+    async def stream_handler(self, stream: Any) -> None:
+        # py-libp2p's own catches a few errors (ParseError, IncompleteReadError) and
+        # lets the others, protobuf's DecodeError among them, end the node; and after
+        # the ones it catches it keeps the connection with gossip dead on it until the
+        # peer reconnects. Every error goes to the gate instead (node/gate.py), which
+        # counts it and drops that member's connection, so both sides start afresh.
+        await self.continuously_read_stream(stream)
+
     async def push_msg(self, msg_forwarder: ID, msg: Any) -> None:
-        if msg_forwarder != self.my_id:
-            for peer, role in ((msg_forwarder, "forwarded"), (ID(msg.from_id), "published")):
-                if not self._colony_is_member(str(peer)):
-                    self._refuse(NotAMember(f"gossip {role} by {peer}, not a member"))
-                    return
-        await super().push_msg(msg_forwarder, msg)
+        # py-libp2p runs this as a task of the pubsub service, where an exception (a
+        # publisher id that is not a peer id, a field the library trips over) would
+        # end gossip for everyone: a peer's message may cost only itself
+        try:
+            if msg_forwarder != self.my_id:
+                for peer, role in ((msg_forwarder, "forwarded"), (ID(msg.from_id), "published")):
+                    if not self._colony_is_member(str(peer)):
+                        self._refuse(
+                            str(msg_forwarder), NotAMember(f"gossip {role} by {peer}, not a member")
+                        )
+                        return
+            await super().push_msg(msg_forwarder, msg)
+        except Exception as exc:
+            self._refuse(str(msg_forwarder), exc)
 
     def notify_subscriptions(self, publish_message: Any) -> None:
         if any(topic in self.topic_ids for topic in publish_message.topicIDs):

@@ -8,6 +8,10 @@ admin's daemon checks the ticket and the signature, adds the device to the
 membership and answers with the chain of membership sets from the colony's genesis,
 which the device verifies link by link down to the colony id it was given. Without
 a ticket the request waits until an admin approves it (``colonynode members approve``).
+
+Only the ticket's issuer redeems it: the issuer's node spends the ticket's id in its
+own store before admitting anyone with it, so one ticket admits one device however
+many admins the colony has (another admin refuses it, naming the issuer).
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from typing import Literal
 import base58
 
 from colonyp2p import codec
-from colonyp2p.errors import ColonyError, MembershipError
+from colonyp2p.errors import ColonyError, MembershipError, ValidationError
 from colonyp2p.identity import Identity, verify
-from colonyp2p.model.membership import MembershipSet, Role
+from colonyp2p.model.membership import MembershipSet, Role, follow_chain
 from colonyp2p.model.signing import unsigned_bytes
 
 TICKET_PREFIX = "colony-ticket:"
 MAX_JOIN_BYTES = 16 << 20  # a reply carries the membership chain
+# A device's name is shown to admins (``colonynode members``): short, and printable, so
+# that no stranger's request writes terminal escapes into an admin's screen.
+MAX_NAME = 64
 JoinStatus = Literal["admitted", "pending", "refused"]
 
 
@@ -36,6 +43,19 @@ class TicketError(ColonyError):
 
 class JoinRefused(ColonyError):
     code = "join_refused"
+
+
+def check_name(name: str) -> None:
+    """Raise ValidationError unless ``name`` is a device name an admin may be shown: at
+    most MAX_NAME characters, every one printable (no control characters, so no ANSI
+    escape sequences, no line breaks, no invisible formatting)."""
+    if type(name) is not str:
+        raise ValidationError(f"must be a string, got {type(name).__name__}", "name")
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"at most {MAX_NAME} characters, got {len(name)}", "name")
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        raise ValidationError(f"only printable characters, got {bad!a}", "name")
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,7 @@ class JoinRequest:
     def check(self, peer: str) -> None:
         if self.member_id != peer:
             raise JoinRefused(f"request for {self.member_id} sent by {peer}")
+        check_name(self.name)
         verify(self.member_id, unsigned_bytes(self), self.signature)
 
 
@@ -143,8 +164,4 @@ def verify_chain(colony_id: str, chain: tuple[MembershipSet, ...]) -> Membership
     if first.colony_id != colony_id:
         raise MembershipError(f"the admin answered for colony {first.colony_id}")
     first.verify_genesis()
-    current = first
-    for newer in chain[1:]:
-        current.verify_successor(newer)
-        current = newer
-    return current
+    return follow_chain(first, chain[1:])

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from colonyp2p.model.process import PROCESS_STATES
+from colonyp2p.model.spec import MAX_PRIORITY, MAX_RETRIES, MAX_SECONDS, MIN_PRIORITY
 from colonyp2p.node.api_auth import (
     MEMBER_HEADER,
+    NODE_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,
     SKEW_WINDOW,
@@ -21,29 +23,43 @@ from colonyp2p.node.api_auth import (
 API_VERSION = "1.0.0"
 
 _SIGNING = f"""Every request except this document is signed by a colony member's Ed25519 key;
-there are no tokens. Send four headers:
+there are no tokens. Send five headers:
 
 - `{MEMBER_HEADER}`: the member id (the libp2p PeerID of the member's Ed25519 key)
 - `{TIMESTAMP_HEADER}`: unix seconds (a decimal number), within ±{SKEW_WINDOW:.0f} s \
 of the node's clock
 - `{NONCE_HEADER}`: 16 to 64 random hex digits, never reused
+- `{NODE_HEADER}`: the member id of the node called (`member_id` in its daemon.json), so \
+that no other node accepts the request
 - `{SIGNATURE_HEADER}`: the hex Ed25519 signature of the UTF-8 bytes of
   `METHOD + "\\n" + PATH_WITH_QUERY + "\\n" + TIMESTAMP + "\\n" + NONCE + "\\n" + \
-hex(sha256(BODY))`,
+hex(sha256(BODY)) + "\\n" + NODE`,
   where PATH_WITH_QUERY is the request target exactly as sent and TIMESTAMP the header's
   text.
 
-A missing, unreadable or forged signature, a stale timestamp or a reused nonce is
-answered 401; a valid signature by a key that is not a member of the colony is
-answered 403."""
+A missing, unreadable or forged signature, a request signed for another node, a stale
+timestamp or a reused nonce is answered 401; a valid signature by a key that is not a
+member of the colony is answered 403, and so is one by a member that may not use the
+route on this node (`not_allowed`): the API acts for the node's own key, and for the
+members its config.json lists in `api.allow`; any member may read `/v1/status` and
+`/v1/members`."""
+
+# What FunctionSpec accepts (colonyp2p/model/spec.py); anything else is answered 400.
+_TIME_LIMIT = {
+    "type": "number",
+    "minimum": -1,
+    "maximum": MAX_SECONDS,
+    "description": "Seconds. -1 or 0: no limit; other negative numbers are refused.",
+}
 
 _SECURITY_SCHEMES = {
     "member": (MEMBER_HEADER, "The signing member's id."),
     "timestamp": (TIMESTAMP_HEADER, "Unix seconds when the request was signed."),
     "nonce": (NONCE_HEADER, "Random hex, unique per request."),
+    "node": (NODE_HEADER, "The member id of the node the request is for."),
     "signature": (SIGNATURE_HEADER, "Hex Ed25519 signature of the canonical request."),
 }
-# One requirement object naming all four: OpenAPI reads that as "all of them".
+# One requirement object naming them all: OpenAPI reads that as "all of them".
 _SIGNED: list[dict[str, list[str]]] = [{name: [] for name in _SECURITY_SCHEMES}]
 
 
@@ -62,7 +78,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _ERROR_RESPONSES = {
     400: "Malformed request: bad JSON, bad parameters or an invalid spec.",
     401: "Unsigned, forged, stale or replayed request.",
-    403: "The signer is not a member of the colony.",
+    403: "The signer is not a member of the colony, or may not use this route on this node.",
     404: "Unknown path or process.",
     405: "The path does not take this method.",
     408: "The client was too slow to send its request.",
@@ -123,10 +139,15 @@ _SCHEMAS: dict[str, Any] = {
             "funcname": {"type": "string"},
             "args": {"type": "array"},
             "kwargs": {"type": "object"},
-            "priority": {"type": "integer"},
-            "maxwaittime": {"type": "integer"},
-            "maxexectime": {"type": "integer"},
-            "maxretries": {"type": "integer"},
+            "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
+            "maxwaittime": _TIME_LIMIT,
+            "maxexectime": _TIME_LIMIT,
+            "maxretries": {
+                "type": "integer",
+                "minimum": -1,
+                "maximum": MAX_RETRIES,
+                "description": f"-1: ColonyOS's unlimited retries, read as {MAX_RETRIES}.",
+            },
             "conditions": {"type": "object"},
             "label": {"type": "string"},
             "fs": {"type": "object"},

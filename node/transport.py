@@ -22,6 +22,7 @@ never raised, because the core resends on its own timers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -49,9 +50,13 @@ from colonyp2p import wire
 from colonyp2p.core.messages import MAX_BATCH, Announcement, Batch, Message
 from colonyp2p.errors import ColonyError, NotAMember, OversizeMessage, WireError
 from colonyp2p.identity import Identity
-from colonyp2p.node import gossip
+from colonyp2p.node import gossip, libp2p_fixes
 from colonyp2p.node.framing import close_stream, frame, read_frame, reset_stream
+from colonyp2p.node.gate import Gate, label
 from colonyp2p.node.gossip import origin
+from colonyp2p.node.supervise import Health, supervise
+
+libp2p_fixes.apply()
 
 if TYPE_CHECKING:
     # trio-typing's stubs shadow trio's own annotations and lack trio.TaskStatus
@@ -121,6 +126,7 @@ class Transport:
         open_timeout: float = OPEN_TIMEOUT,
         psk: str | None = None,
         on_peer_lost: OnPeerLost | None = None,
+        health: Health | None = None,
     ) -> None:
         self.identity = identity
         self.colony_id = colony_id
@@ -147,6 +153,12 @@ class Transport:
         self._gossip_out: trio.MemoryReceiveChannel[Any]
         self._gossip_in, self._gossip_out = trio.open_memory_channel(GOSSIP_QUEUE)
         self._host: Any = None
+        # protocols non-members may negotiate (the admission handshake; see node/gate.py)
+        self._open_protocols: set[str] = set()
+        self.gate: Gate | None = None
+        # supervised subsystems (gossip), shared with the daemon's
+        self.health = health if health is not None else Health()
+        self._gossip_up = trio.Event()  # set once GossipSub first runs
         self._pubsub: gossip.ColonyPubsub | None = None
         self._router: GossipSub | None = None
         self._nursery: trio.Nursery | None = None
@@ -172,34 +184,28 @@ class Transport:
             # before any handshake (libp2p pnet)
             psk=self._psk,
         )
-        router = self._router = gossip.new_router()
-        pubsub = self._pubsub = gossip.ColonyPubsub(
+        self.gate = Gate(
             host,
-            router,
             is_member=self._is_member,
-            refuse=self.rejections.count,
-            deliver=self._queue_gossip,
+            rejections=self.rejections,
+            open_protocols=self._open_protocols,
         )
+        self.gate.install()
         host.set_stream_handler(MSG_PROTOCOL, self._handle_stream)
         try:
-            async with (
-                host.run(self._listen),
-                background_trio_service(pubsub),
-                background_trio_service(router),
-            ):
+            async with host.run(self._listen):
                 network: Any = host.get_network()
                 # the swarm starts its AutoConnector in its own task; stopping it
                 # before that would be undone
                 await network.event_background_nursery_created.wait()
                 # it would dial every peer in the peerstore, densifying the topology
                 await network.auto_connector.stop()
-                await pubsub.wait_until_ready()
                 try:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
+                        nursery.start_soon(supervise, "gossip", self._run_gossip, self.health)
                         nursery.start_soon(self._deliver_gossip)
-                        for topic in list(self._topics):
-                            await self._join(topic)
+                        await self._gossip_up.wait()
                         task_status.started()
                         await trio.sleep_forever()
                 finally:
@@ -210,6 +216,71 @@ class Transport:
         finally:
             self._pubsub = None
             await _close(host)  # host.run() leaves the listener and sockets open
+
+    async def _run_gossip(self) -> None:
+        """One life of GossipSub on the host (supervised: a failure starts a new one).
+
+        A new life cannot take over its predecessor's streams: each peer's inbound
+        pubsub stream is read by a task of the pubsub that accepted it, and peers keep
+        writing to it. So a restart reconnects to every member it was connected to, and
+        GossipSub starts on the new connections as on any new connection."""
+        host = self._host
+        network: Any = host.get_network()
+        before = list(network.notifees)
+        gate = self.gate
+        assert gate is not None
+        router = gossip.new_router()
+        pubsub = gossip.ColonyPubsub(
+            host,
+            router,
+            is_member=self._is_member,
+            refuse=lambda peer, exc: gate.refused("gossip", peer, exc),
+            deliver=self._queue_gossip,
+        )
+        # the notifee through which this pubsub hears of connections: one that ended
+        # must stop hearing (it would wait on a channel nobody reads)
+        notifees = [n for n in network.notifees if n not in before]
+        try:
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                self._pubsub, self._router = pubsub, router
+                self._joined.clear()
+                for topic in list(self._topics):
+                    await self._join(topic)
+                if self._gossip_up.is_set():
+                    await self._reconnect_all()
+                self._gossip_up.set()
+                await trio.sleep_forever()
+        finally:
+            self._pubsub = self._router = None
+            for notifee in notifees:
+                network.remove_notifee(notifee)
+
+    async def _reconnect_all(self) -> None:
+        host = self._running_host()
+        peers = [str(p) for p in host.get_connected_peers()]
+        for peer in peers:
+            with contextlib.suppress(Exception):
+                await host.disconnect(ID.from_base58(peer))
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(self.reach, peer)
+
+    def serve(self, protocol: TProtocol, handler: Any, *, strangers: bool = False) -> None:
+        """Serve ``protocol`` on this host (running); to non-members too only with
+        ``strangers``, and then ``handler`` must check who asks."""
+        if strangers:
+            self._open_protocols.add(protocol)
+            if self.gate is not None:
+                self.gate.open_to_strangers(protocol)
+        self._running_host().set_stream_handler(protocol, handler)
+
+    def refused(self, protocol: str, peer: object, exc: BaseException) -> None:
+        """Count (and log once per reason) input refused on ``protocol``."""
+        if self.gate is not None:
+            self.gate.refused(protocol, peer, exc)
+        else:
+            self.rejections.count(exc, label(protocol))
 
     @property
     def host(self) -> Any:
@@ -424,7 +495,7 @@ class Transport:
         # tear down the whole connection, so none may
         peer = str(stream.muxed_conn.peer_id)
         if not self._is_member(peer):
-            self.rejections.count(NotAMember(f"stream from {peer}, not a member"))
+            self.rejections.count(NotAMember(f"stream from {peer}, not a member"), "msg")
             await reset_stream(stream)
             return
         try:
@@ -434,11 +505,13 @@ class Transport:
                     await close_stream(stream)
                     return
                 if not self._is_member(peer):  # revoked while the stream was open
-                    self.rejections.count(NotAMember(f"frame from {peer}, no longer a member"))
+                    self.rejections.count(
+                        NotAMember(f"frame from {peer}, no longer a member"), "msg"
+                    )
                     break
                 self._receive(peer, raw)
         except OversizeMessage as exc:
-            self.rejections.count(exc)  # the stream is mid-frame now: unusable
+            self.rejections.count(exc, "msg")  # the stream is mid-frame now: unusable
         except Exception as exc:
             log.debug("stream from %s ended: %r", peer, exc)
         finally:
@@ -467,7 +540,7 @@ class Transport:
         try:
             env, msgs = self._open_envelope(raw, peer, _DIRECT, record=True)
         except ColonyError as exc:
-            self.rejections.count(exc)
+            self.rejections.count(exc, "msg")
             return
         self.stats["received"] += len(msgs)
         for msg in msgs:
@@ -532,7 +605,7 @@ class Transport:
         try:
             self._open_envelope(msg.data, origin(msg), _ANNOUNCEMENTS, record=False)
         except ColonyError as exc:
-            self.rejections.count(exc)
+            self.rejections.count(exc, "gossip")
             return False
         return True
 
@@ -550,7 +623,7 @@ class Transport:
             try:
                 env, items = self._open_envelope(msg.data, origin(msg), _ANNOUNCEMENTS, record=True)
             except ColonyError as exc:
-                self.rejections.count(exc)
+                self.rejections.count(exc, "gossip")
                 continue
             self.stats["announcements"] += len(items)
             for item in items:

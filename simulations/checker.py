@@ -17,6 +17,8 @@ from colonyp2p.core.effects import Observe, StartExecution
 from colonyp2p.core.keeper import value_id
 from colonyp2p.core.ranking import config_tag, majority
 from colonyp2p.core.records import KeeperRecord
+from colonyp2p.model.membership import MembershipSet
+from colonyp2p.simulations.byzantine import forged
 
 
 class Violation(Exception):
@@ -43,8 +45,10 @@ class Checker:
         self.acknowledged: set[str] = set()
         self.terminal: dict[str, Terminal] = {}
         self.decided_value: dict[str, str] = {}
-        self.promised: dict[tuple[int, str, str], int] = {}  # (member, pid, keeper set)
-        self.accepts: dict[tuple[str, tuple[str, ...], int, str], set[int]] = {}
+        # (member, pid, keeper set, its membership version): a record that moves away and
+        # back to the same keeper set is another configuration, with epochs of its own
+        self.promised: dict[tuple[int, str, str, int], int] = {}
+        self.accepts: dict[tuple[str, tuple[str, ...], int, int, str], set[int]] = {}
         self.chosen: dict[str, str] = {}
         self.holders: dict[str, set[int]] = {}
         self.runs: set[tuple[str, str, int]] = set()
@@ -53,6 +57,7 @@ class Checker:
         self.runs_started = 0
         self.stale_epoch_accepts = 0
         self.duplicate_results: set[str] = set()
+        self.liars: set[str] = set()  # Byzantine members' ids (see byzantine.py)
 
     # --- what the engine reports -------------------------------------------------------
 
@@ -67,9 +72,40 @@ class Checker:
             holders.discard(node)
             return
         holders.add(node)
+        if isinstance(rec, KeeperRecord) and self.liars:
+            self._honest_record(node, pid, rec, at)
         decided = rec.decided if isinstance(rec, KeeperRecord) else None
         if decided is not None and decided.kind != "moved" and pid not in self.terminal:
             self._terminal(pid, rec, at)
+
+    def _honest_record(self, node: int, pid: str, rec: KeeperRecord, at: float) -> None:
+        """What a keeper stores came from honest members: a spec its submitter signed and
+        submitted, outcomes honest executions or keepers produced, leases to members that
+        may run processes, parent outputs from the parents' runs."""
+        if not rec.spec.valid() or pid not in self.submitted:
+            raise Violation("planted_spec", pid, f"member #{node} stores a planted spec", at)
+        for what, value in (("accepted", rec.accepted), ("decided", rec.decided)):
+            if forged(value, self.liars):
+                raise Violation("forged_outcome", pid, f"member #{node} {what} {value}", at)
+        for parent, value in rec.parent_outcomes:
+            if forged(value, self.liars):
+                raise Violation(
+                    "forged_outcome", pid, f"member #{node} took parent {parent[:12]}: {value}", at
+                )
+        if rec.holder in self.liars:
+            raise Violation("byzantine_lease", pid, f"member #{node} leased it to a liar", at)
+
+    def adopted(
+        self, node: int, membership: MembershipSet, issued: dict[int, MembershipSet], at: float
+    ) -> None:
+        """A member adopted a membership version: the one the owner issued."""
+        if issued.get(membership.version) != membership:
+            raise Violation(
+                "forged_membership",
+                "",
+                f"member #{node} adopted a version {membership.version} nobody issued",
+                at,
+            )
 
     def _terminal(self, pid: str, rec: KeeperRecord, at: float) -> None:
         value = rec.decided
@@ -103,12 +139,14 @@ class Checker:
         if kind == "acknowledged":
             self.acknowledged.add(e.pid)
         elif kind == "promised":
-            key = (node, e.pid, e.data["config"])
+            key = (node, e.pid, e.data["config"], e.data.get("version", 0))
             epoch = e.data["epoch"]
             if epoch > self.promised.get(key, 0):
                 self.promised[key] = epoch
         elif kind == "accepted":
             self._accepted(node, e, at)
+        elif kind == "result":
+            self._result(node, e, at)
         elif kind == "decided" and e.data["kind"] != "moved":
             value = e.data["value"]
             before = self.decided_value.setdefault(e.pid, value)
@@ -116,11 +154,26 @@ class Checker:
                 self.duplicate_results.add(e.pid)
                 raise Violation("duplicate_result", e.pid, f"decided both {before} and {value}", at)
 
+    def _result(self, node: int, e: Observe, at: float) -> None:
+        """A member reports an outcome (to its user): the one the keepers chose."""
+        value = e.data["outcome"]
+        if forged(value, self.liars):
+            raise Violation("forged_outcome", e.pid, f"member #{node} reports {value}", at)
+        chosen = self.decided_value.get(e.pid) or self.chosen.get(e.pid)
+        if chosen != value_id(value):
+            raise Violation(
+                "forged_outcome",
+                e.pid,
+                f"member #{node} reports {value_id(value)}, chosen {chosen}",
+                at,
+            )
+
     def _accepted(self, node: int, e: Observe, at: float) -> None:
         data = e.data
         epoch = data["epoch"]
         keepers = tuple(data["keepers"])
-        promised = self.promised.get((node, e.pid, config_tag(keepers)), 0)
+        version = data.get("version", 0)
+        promised = self.promised.get((node, e.pid, config_tag(keepers), version), 0)
         if epoch < promised:
             self.stale_epoch_accepts += 1
             raise Violation(
@@ -131,7 +184,7 @@ class Checker:
             )
         if data["kind"] == "moved":
             return
-        key = (e.pid, keepers, epoch, data["value"])
+        key = (e.pid, keepers, version, epoch, data["value"])
         group = self.accepts.get(key)
         if group is None:
             group = self.accepts[key] = set()
@@ -148,6 +201,8 @@ class Checker:
                 )
 
     def started(self, member_id: str, e: StartExecution, at: float) -> None:
+        if self.liars and (not e.spec.valid() or e.pid not in self.submitted):
+            raise Violation("planted_spec", e.pid, f"{member_id[:12]} runs a planted spec", at)
         self.runs.add((e.pid, member_id, e.epoch))
         self.runs_started += 1
         parents = e.spec.parents

@@ -39,6 +39,7 @@ class Colony:
     users: list[int]
     submissions: list[Submission]
     spares: list[tuple[Identity, ExecutorAd]] = field(default_factory=list)  # churn joiners
+    byzantine: list[int] = field(default_factory=list)  # members that lie (role user)
 
 
 def build(scenario: Scenario, rng: random.Random) -> Colony:
@@ -64,6 +65,11 @@ def build(scenario: Scenario, rng: random.Random) -> Colony:
             members.append(Member(ident.member_id, "executor"))
             ads[idx] = make_ad(ident, group, len(ads))
             groups[idx] = group
+    byzantine: list[int] = []
+    for _ in range(scenario.faults.byzantine):
+        byzantine.append(len(identities))
+        identities.append(Identity.from_seed(rng.randbytes(32)))
+        members.append(Member(identities[-1].member_id, "user"))
     membership = MembershipSet.genesis(owner, scenario.name, 0.0, members=members)
     spares = []
     for i in range(scenario.faults.churn.joins):
@@ -72,7 +78,7 @@ def build(scenario: Scenario, rng: random.Random) -> Colony:
         spares.append((ident, make_ad(ident, group, len(ads) + i)))
     submitters = users or [0]
     submissions = _workload(scenario, rng, identities, submitters, membership.colony_id)
-    return Colony(owner, identities, membership, ads, groups, users, submissions, spares)
+    return Colony(owner, identities, membership, ads, groups, users, submissions, spares, byzantine)
 
 
 def make_ad(ident: Identity, group: ExecutorGroup, number: int) -> ExecutorAd:

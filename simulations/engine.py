@@ -37,6 +37,7 @@ from colonyp2p.core.node import ColonyNode, ExecutionResult
 from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
 from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.membership import Member, MembershipSet
+from colonyp2p.simulations.byzantine import Byzantine
 from colonyp2p.simulations.checker import Checker, Violation
 from colonyp2p.simulations.colony import Colony, build
 from colonyp2p.simulations.scenario import Scenario
@@ -57,7 +58,8 @@ from colonyp2p.simulations.scenario import Scenario
     SAMPLE,
     CHECK,
     LOST,
-) = range(14)
+    BYZANTINE,
+) = range(15)
 KIND_NAMES = (
     "msg",
     "gossip",
@@ -73,6 +75,7 @@ KIND_NAMES = (
     "sample",
     "check",
     "lost",
+    "byzantine",
 )
 CHECK_EVERY = 10.0  # simulated seconds between colony-wide durability checks
 CUT_OFF_AFTER = 5.0  # a revoked member's device is cut off this long after the revocation
@@ -200,6 +203,11 @@ class Simulation:
         self.contacts: list[set[int]] = [set() for _ in self.mids]
         for idx in range(len(self.mids)):
             self._subscribe(idx)
+        # members that lie: no core, one attack every byzantine_every seconds each
+        self.liars = set(colony.byzantine)
+        self.byzantine = Byzantine(self)
+        self.checker.liars = set(self.byzantine.liars)
+        self.issued: dict[int, MembershipSet] = {colony.membership.version: colony.membership}
 
     # --- the event queue -------------------------------------------------------------------
 
@@ -225,7 +233,11 @@ class Simulation:
                 self.checker.submitted_spec(spec.pid, spec.parents)
                 self.all_pids.append(spec.pid)
         for idx in range(len(self.mids)):
-            self._boot(idx)
+            if idx not in self.liars:
+                self._boot(idx)
+        every = self.scenario.faults.byzantine_every
+        for idx in self.colony.byzantine:
+            self.push(self.rng.uniform(0.0, every), BYZANTINE, idx)
         self.push(0.0, SAMPLE)
         self.push(CHECK_EVERY, CHECK)
         violation: Violation | None = None
@@ -246,6 +258,7 @@ class Simulation:
                 if not self.pending_submissions and self._all_terminal():
                     break
             self.checker.check_descendants_failed(self.now)
+            self._check_ads()
         except Violation as v:
             violation = v
         if progress is not None:
@@ -315,6 +328,19 @@ class Simulation:
         elif kind == CHECK:
             self.checker.check_stored(self.revoked, self.now)
             self.push(self.now + CHECK_EVERY, CHECK)
+        elif kind == BYZANTINE:
+            self._trace(f"B #{a}")
+            self.byzantine.attack(a)
+            self.push(self.now + self.scenario.faults.byzantine_every, BYZANTINE, a)
+
+    def _check_ads(self) -> None:
+        """No member learned an ad of a Byzantine member (users run nothing)."""
+        for idx, node in enumerate(self.nodes):
+            if node is None:
+                continue
+            for liar in sorted(self.byzantine.liars):
+                if liar in node.ads:
+                    raise Violation("forged_ad", "", f"member #{idx} keeps {liar[:12]}'s ad", 0.0)
 
     def _trace(self, line: str, pid: str = "") -> None:
         self.hasher.update(f"{self.now!r} {line}\n".encode())
@@ -411,6 +437,10 @@ class Simulation:
                     text = f"#{idx} {e.kind} {_short(e.data, self.index)}"
                     self._history.append((self.now, idx, True, text))
                 self.checker.observed(idx, e, self.now)
+                if e.kind == "membership":
+                    node = self.nodes[idx]
+                    if node is not None:
+                        self.checker.adopted(idx, node.membership, self.issued, self.now)
             elif t is StartExecution:
                 self._start(idx, e)
             elif t is CancelExecution:
@@ -529,13 +559,17 @@ class Simulation:
         for spec in sub.specs:
             self._trace(f"submit #{sub.submitter}", spec.pid)
         self._apply(sub.submitter, node.submit_workflow(sub.specs, self.node_now(sub.submitter)))
+        if self.liars:  # they hear of every process (gossip carries its spec)
+            submitter = self.mids[sub.submitter]
+            for spec in sub.specs:
+                self.byzantine.learned(spec, node.keepers_of(spec.pid), submitter)
 
     # --- faults ----------------------------------------------------------------------------
 
     def _schedule_faults(self) -> None:
         f = self.scenario.faults
         rng = self.rng
-        candidates = list(range(len(self.mids)))
+        candidates = [i for i in range(len(self.mids)) if i not in self.liars]
         crashes = round(f.crash_fraction * len(candidates))
         for idx in sorted(rng.sample(candidates, crashes)):
             at = rng.uniform(*f.crash_window)
@@ -570,6 +604,7 @@ class Simulation:
         owner = self.nodes[0]
         assert owner is not None
         self.membership = new
+        self.issued[new.version] = new
         self._apply(0, owner.adopt_membership(new, self.node_now(0)))
 
     def _join(self, i: int) -> None:

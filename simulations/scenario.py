@@ -103,6 +103,11 @@ class Faults:
     clock_skew: float = 0.0  # each member's clock is off by up to this many seconds
     partitions: tuple[Partition, ...] = ()
     churn: Churn = field(default_factory=Churn)
+    # members of role ``user`` that lie: they speak the protocol with their own valid
+    # keys and send forged outcomes, planted specs, claims, parent outputs and
+    # membership versions, one attack every ``byzantine_every`` seconds each
+    byzantine: int = 0
+    byzantine_every: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,8 @@ class Scenario:
 
     @property
     def nodes(self) -> int:
-        """Members at the start: the owner, admins, users and executors."""
-        return 1 + self.colony.admins + self.colony.users + self.executors
+        """Members at the start: the owner, admins, users, executors and Byzantine members."""
+        return 1 + self.colony.admins + self.colony.users + self.executors + self.faults.byzantine
 
     @property
     def executors(self) -> int:
@@ -292,6 +297,8 @@ def _faults(t: _Table) -> Faults:
         clock_skew=t.number("clock_skew", 0.0, low=0.0),
         partitions=tuple(partitions),
         churn=churn,
+        byzantine=t.integer("byzantine", 0, low=0),
+        byzantine_every=t.number("byzantine_every", 0.25, low=0.01),
     )
     t.done()
     return f

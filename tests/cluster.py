@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -101,6 +102,9 @@ class Node:
         config = self.home.config()
         if mfs is not None:
             config.mfs = dict(mfs)
+        # the tests' files live in the temporary directory, not in the user's home (the
+        # default of what the local API's fs operations may touch)
+        config.mfs.setdefault("paths", [tempfile.gettempdir()])
         if executortype is not None and config.executor is not None:
             config.executor.type = executortype
             config.executor.kind = kind

@@ -1,7 +1,9 @@
-"""The node's local API: every route answers a member's signed request, anything unsigned,
-forged, stale, replayed or from a non-member is refused before the backend sees it,
-malformed and oversize input gets a JSON error, the event stream ends when its client
-leaves, and garbage on the socket never takes the server down."""
+"""The node's local API: every route answers the node's own signed request, anything
+unsigned, forged, stale, replayed, signed for another node or from a non-member is
+refused before the backend sees it, another member may only read what is open to
+members unless the node allows it, malformed and oversize input gets a JSON error, the
+event stream ends when its client leaves, and garbage on the socket never takes the
+server down."""
 
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from hypothesis import strategies as st
 
 from colonyp2p.errors import ApiError, DaemonNotRunning, ReplayedMessage, ValidationError
 from colonyp2p.identity import Identity
-from colonyp2p.node.api import ROUTES, ApiServer, Limits
+from colonyp2p.node.api import OPEN_TO_MEMBERS, ROUTES, ApiServer, Limits
 from colonyp2p.node.api_auth import (
+    NODE_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,
     SIGNED_HEADERS,
@@ -32,8 +35,10 @@ from colonyp2p.node.api_auth import (
 )
 from colonyp2p.node.api_client import ApiClient
 
-MEMBER = Identity.from_seed(bytes([1]) * 32)
+MEMBER = Identity.from_seed(bytes([1]) * 32)  # the node's own key
 OUTSIDER = Identity.from_seed(bytes([2]) * 32)
+OTHER = Identity.from_seed(bytes([3]) * 32)  # another member of the colony
+NODE = MEMBER.member_id
 TIMEOUT = 10.0
 T = TypeVar("T")
 
@@ -47,8 +52,11 @@ EVENT_LOG: list[dict[str, Any]] = [
 class FakeBackend:
     """Records every call but ``is_member``, so a test can tell the backend was not reached."""
 
+    node_id = NODE
+
     def __init__(self) -> None:
-        self.members_ids = {MEMBER.member_id}
+        self.members_ids = {MEMBER.member_id, OTHER.member_id}
+        self.allowed: set[str] = set()  # config api.allow, as the daemon reads it
         self.calls: list[tuple[Any, ...]] = []
         self.procs: dict[str, dict[str, Any]] = {}
         self.crash = False
@@ -58,6 +66,9 @@ class FakeBackend:
 
     def is_member(self, member_id: str) -> bool:
         return member_id in self.members_ids
+
+    def may_act(self, member_id: str) -> bool:
+        return member_id in self.allowed
 
     def _called(self, *call: Any) -> None:
         self.calls.append(call)
@@ -149,7 +160,7 @@ class Api:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, identity: Identity = MEMBER) -> ApiClient:
-        return ApiClient(self.url, identity, timeout=5.0)
+        return ApiClient(self.url, identity, node=NODE, timeout=5.0)
 
 
 async def start(nursery: trio.Nursery, limits: Limits | None = None) -> Api:
@@ -194,8 +205,9 @@ def signed(
     body: bytes = b"",
     identity: Identity = MEMBER,
     now: float | None = None,
+    node: str = NODE,
 ) -> dict[str, str]:
-    return sign_request(identity, method, target, body, time.time() if now is None else now)
+    return sign_request(identity, method, target, body, time.time() if now is None else now, node)
 
 
 async def raw_request(
@@ -387,6 +399,16 @@ REFUSALS: dict[str, tuple[Callable[[], dict[str, str]], int, str]] = {
     "from the future": (lambda: signed("GET", "/v1/status", now=time.time() + 300), 401, "replay"),
     "short nonce": (lambda: {**signed("GET", "/v1/status"), NONCE_HEADER: "ab"}, 401, ""),
     "non-member": (lambda: signed("GET", "/v1/status", identity=OUTSIDER), 403, "not_member"),
+    "signed for another node": (
+        lambda: signed("GET", "/v1/status", node=OTHER.member_id),
+        401,
+        "wrong_node",
+    ),
+    "no target node": (
+        lambda: {k: v for k, v in signed("GET", "/v1/status").items() if k != NODE_HEADER},
+        401,
+        "bad_signature",
+    ),
 }
 
 
@@ -420,6 +442,89 @@ async def test_the_client_reports_refusals_with_the_servers_message(api: Api) ->
         await in_thread(client.status)
     assert caught.value.status == 403
     assert str(caught.value) == f"{OUTSIDER.member_id} is not a member of this colony"
+
+
+# --- who may act through the node -------------------------------------------------
+
+
+def _not_allowed(member: str, method: str, path: str) -> str:
+    return (
+        f"{member} may not {method} {path} on this node: its local API acts for the node's "
+        f"own key ({NODE}) only; to let another key act through it, list its member id "
+        '(or "admins") in api.allow in the node\'s config.json'
+    )
+
+
+async def test_another_member_may_only_read_what_is_open_to_members(api: Api) -> None:
+    """The attack: with another member's key (a `user`, as another OS user), the owner's
+    daemon put its own identity.key into a label, wrote into a root-only directory, and
+    signed specs with the node's key. Every route that signs, submits, cancels, changes
+    membership, touches files or shows the owner's data is the node's own key's."""
+    api.backend.procs["p1"] = {"pid": "p1", "state": "running"}
+    for method, template, handler in ROUTES:
+        if handler == "openapi":
+            continue
+        target = template.replace("{pid}", "put" if handler == "fs" else "p1")
+        body = b"{}" if method == "POST" else b""
+        headers = signed(method, target, body, identity=OTHER)
+        with trio.fail_after(TIMEOUT):
+            reply = await raw_request(api.port, method, target, headers, body)
+        if handler in OPEN_TO_MEMBERS:
+            assert reply.status == 200, (target, reply.body)
+            continue
+        assert reply.status == 403, (target, reply.body)
+        assert reply.error() == {
+            "code": "not_allowed",
+            "message": _not_allowed(OTHER.member_id, method, target),
+        }
+    assert sorted(c[0] for c in api.backend.calls) == sorted(OPEN_TO_MEMBERS)
+
+
+async def test_the_client_names_the_key_and_the_setting_when_refused(api: Api) -> None:
+    with trio.fail_after(TIMEOUT), api.client(OTHER) as client:
+        for call, method, path in (
+            (lambda: client.submit(SPEC), "POST", "/v1/processes"),
+            (lambda: client.fs("put", src="/x", label="/l"), "POST", "/v1/fs/put"),
+            (lambda: client.cancel("p1"), "POST", "/v1/processes/p1/cancel"),
+        ):
+            with pytest.raises(ApiError) as caught:
+                await in_thread(call)
+            assert (caught.value.status, caught.value.remote_code) == (403, "not_allowed")
+            assert str(caught.value) == _not_allowed(OTHER.member_id, method, path)
+    assert api.backend.calls == []
+
+
+async def test_a_member_the_node_allows_acts_through_it(api: Api) -> None:
+    api.backend.allowed.add(OTHER.member_id)
+    with trio.fail_after(TIMEOUT), api.client(OTHER) as client:
+        assert await in_thread(lambda: client.submit(SPEC)) == {"pid": "p1"}
+    assert ("submit", SPEC, OTHER.member_id) in api.backend.calls
+
+
+async def test_a_request_signed_for_one_node_is_refused_by_another(
+    nursery: trio.Nursery,
+) -> None:
+    """Node B's server with a key that may act at both: what was signed for A is
+    refused at B, before B's backend sees it."""
+    a = await start(nursery)
+    b_backend = FakeBackend()
+    b_backend.node_id = OTHER.member_id
+    b_backend.allowed.add(MEMBER.member_id)
+    b_port = await nursery.start(ApiServer(b_backend).serve)
+    body = json.dumps(SPEC).encode()
+    headers = signed("POST", "/v1/processes", body)  # for A, the node of MEMBER
+    with trio.fail_after(TIMEOUT):
+        at_b = await raw_request(b_port, "POST", "/v1/processes", headers, body)
+        at_a = await raw_request(a.port, "POST", "/v1/processes", headers, body)
+    assert at_b.status == 401
+    assert at_b.error() == {
+        "code": "wrong_node",
+        "message": f"this request was signed for node {NODE}, not for this node "
+        f"({OTHER.member_id}); sign it with X-Colony-Node set to the member id of the "
+        "node you call",
+    }
+    assert b_backend.calls == []
+    assert at_a.status == 201  # the same request where it was meant to go
 
 
 # --- malformed and oversize input ------------------------------------------------

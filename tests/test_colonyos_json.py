@@ -24,6 +24,7 @@ from colonyp2p.model.colonyos_json import (
 from colonyp2p.model.spec import (
     MAX_PRIORITY,
     MAX_RETRIES,
+    MAX_SECONDS,
     MIN_PRIORITY,
     Conditions,
     ConflictRule,
@@ -288,7 +289,7 @@ conditions = st.builds(
     mem=sizes,
     storage=sizes,
     gpu=gpus,
-    walltime=st.integers(0, 10**9),
+    walltime=st.integers(0, MAX_SECONDS),
     dependencies=st.lists(names, unique=True, max_size=3).map(tuple),
 )
 rules = st.builds(ConflictRule, keeplocal=st.booleans())
@@ -324,7 +325,7 @@ function_specs = st.builds(
     args=st.lists(json_values, max_size=4).map(tuple),
     kwargs=st.dictionaries(texts, json_values, max_size=4),
     priority=st.integers(MIN_PRIORITY, MAX_PRIORITY),
-    maxwaittime=st.floats(-1e12, 1e12),
+    maxwaittime=st.just(-1.0) | st.floats(0, MAX_SECONDS),
     maxexectime=st.integers(-1, 10**6).map(float),
     maxretries=st.integers(0, MAX_RETRIES),
     conditions=conditions,
@@ -429,7 +430,8 @@ def test_parse_seconds() -> None:
     assert parse_seconds("60") == 60
     assert parse_seconds(60.0) == 60
     assert parse_seconds(None) == 0
-    for bad in (-1, 1.5, "1h", True, [1]):
+    assert parse_seconds(-5) == -5  # the range is Conditions.walltime's (tests/test_spec_limits.py)
+    for bad in ("-1", 1.5, "1h", True, [1]):
         with pytest.raises(ValidationError):
             parse_seconds(bad)
 

@@ -878,6 +878,20 @@ async def test_a_job_that_succeeds_returns_its_log(fake: FakeApiServer, tmp_path
     assert any(line.startswith("kubernetes: created job colony/") for line in log.lines)
 
 
+async def test_a_spec_env_reaches_the_container_only_as_far_as_the_config_allows(
+    fake: FakeApiServer, tmp_path: Path
+) -> None:
+    fake.scripts["ok:1"] = Script(lines=["done"])
+    env = {"LD_PRELOAD": "/x.so", "MODE": "fast", "FOO": "1"}
+    ex = executor(fake, env_allowed=("MODE", "LD_*"))
+    result, log = await run(ex, request(tmp_path, "ok:1", env=env))
+    assert result.ok
+    container = fake.job("colony-").manifest["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in container["env"]}
+    assert "MODE" in names and "LD_PRELOAD" not in names and "FOO" not in names
+    assert log.lines[0].startswith("[env] not set, not allowed by this executor: FOO, LD_PRELOAD")
+
+
 async def test_the_output_keeps_the_last_lines(fake: FakeApiServer, tmp_path: Path) -> None:
     fake.scripts["many:1"] = Script(lines=[str(i) for i in range(30)], every=0.001)
     result, log = await run(executor(fake, tail_lines=5), request(tmp_path, "many:1"))

@@ -94,7 +94,7 @@ def test_unmet_conditions_explain_themselves(
         ({"location": "lab"}, {}),
         ({"cpu": 4000, "mem": 8 * GI, "storage": 64 * GI, "nodes": 1}, {}),
         ({"cpu": 500}, {}),
-        ({"walltime": 10**9}, {}),  # informational only
+        ({"walltime": 365 * 86400}, {}),  # informational only (a year: the most allowed)
         # undeclared sizes do not constrain (a Slurm front end does not know them)
         ({"cpu": 10**6, "mem": 10**15, "storage": 10**15}, {"hardware": Hardware()}),
         ({"nodes": 16}, {"hardware": Hardware(nodes=64)}),

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from colonyp2p import codec
-from colonyp2p.errors import BadSignature, StaleMembership, Unauthorized, ValidationError
+from colonyp2p.errors import (
+    BadSignature,
+    MembershipGap,
+    StaleMembership,
+    Unauthorized,
+    ValidationError,
+)
 from colonyp2p.identity import Identity
-from colonyp2p.model.membership import Member, MembershipSet, colony_id_for
+from colonyp2p.model.membership import Member, MembershipSet, colony_id_for, follow_chain
 
 OWNER = Identity.from_seed(b"\x01" * 32)
 ADMIN = Identity.from_seed(b"\x02" * 32)
@@ -104,7 +111,46 @@ def test_owner_and_admin_update(genesis: MembershipSet, signer: Identity) -> Non
     v2.verify_successor(v3)
     assert not v3.is_member(newcomer.member_id)
     v4 = v3.updated(ADMIN, 40.0, remove=[EXECUTOR.member_id])
-    genesis.verify_successor(v4)  # skipping versions is fine: judged by what we have
+    v3.verify_successor(v4)
+    assert follow_chain(genesis, (v2, v3, v4)) is v4
+    assert follow_chain(v4, ()) is v4
+
+
+def _resigned(doc: MembershipSet, signer: Identity, **changes: Any) -> MembershipSet:
+    unsigned = dataclasses.replace(doc, signer=signer.member_id, signature=b"", **changes)
+    return dataclasses.replace(unsigned, signature=_sign(signer, unsigned))
+
+
+def test_a_jump_signed_by_a_revoked_admin_is_refused(genesis: MembershipSet) -> None:
+    # The attack: the admin is revoked in v2; a member that missed v2 is offered, by the
+    # revoked admin, a version far ahead that keeps it and adds an admin of its own. Its
+    # signer is an admin of v1, which judged it before: the member followed the revoked
+    # admin, and the jump (2^63 - 1) shut every genuine version out.
+    revocation = genesis.updated(OWNER, 20.0, remove=[ADMIN.member_id])
+    own = genesis.updated(ADMIN, 21.0, add=[Member(STRANGER.member_id, "admin")])
+    jump = _resigned(own, ADMIN, version=2**63 - 1)
+    with pytest.raises(MembershipGap, match="versions 2 to 9223372036854775806 are missing"):
+        genesis.verify_successor(jump)
+    # the genuine revocation is adopted, and the revoked admin signs nothing after it
+    assert follow_chain(genesis, (revocation,)) is revocation
+    with pytest.raises(MembershipGap):
+        revocation.verify_successor(jump)
+    next_one = _resigned(own, ADMIN, version=3)
+    with pytest.raises(Unauthorized, match="not a member in version 2"):
+        revocation.verify_successor(next_one)
+
+
+def test_a_version_that_skips_one_is_refused_even_when_genuine(genesis: MembershipSet) -> None:
+    v2 = genesis.updated(OWNER, 20.0, remove=[USER.member_id])
+    v3 = v2.updated(OWNER, 30.0, remove=[EXECUTOR.member_id])
+    with pytest.raises(MembershipGap, match="version 3 does not follow version 1"):
+        genesis.verify_successor(v3)
+    with pytest.raises(MembershipGap):
+        follow_chain(genesis, (v3,))
+    # a chain with a forged link is refused at that link
+    forged = _resigned(v3, EXECUTOR)
+    with pytest.raises(Unauthorized, match=r"signed by .* role 'executor' in version 2"):
+        follow_chain(genesis, (v2, forged))
 
 
 @pytest.mark.parametrize("signer", [EXECUTOR, USER, STRANGER])
@@ -139,10 +185,10 @@ def test_update_refuses_unknown_and_duplicate_members(genesis: MembershipSet) ->
 
 def test_successor_signed_by_a_non_admin_is_unauthorized(genesis: MembershipSet) -> None:
     v2 = genesis.updated(OWNER, 20.0, set_roles={USER.member_id: "admin"})
-    # USER is an admin in v2, so it may sign v3; but a node still at v1 judges by v1
+    # USER is an admin in v2, so it may sign v3; a node still at v1 needs v2 to know it
     v3 = v2.updated(USER, 30.0, remove=[EXECUTOR.member_id])
     v2.verify_successor(v3)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(MembershipGap, match="version 2 is missing"):
         genesis.verify_successor(v3)
     # an executor forging a next version of its own
     forged = dataclasses.replace(genesis, version=2, signer=EXECUTOR.member_id)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+from cluster import cluster, wait_for
 
 from colonyp2p.errors import ValidationError
 from colonyp2p.executors.base import RunRequest, RunResult
@@ -235,9 +236,62 @@ async def test_the_executor_runs_specs_in_workers_and_checks_the_name_first() ->
 def test_isolation_is_checked() -> None:
     with pytest.raises(ValidationError, match="'fork' is not one of thread, process"):
         make(ExecutorConfig(isolation="fork"))
-    with pytest.raises(ValidationError, match="functions registered in code run in threads"):
-        make(ExecutorConfig(isolation="process"), Registry())
+    assert ExecutorConfig().isolation == "process"
+    # functions registered in code run in threads beside the pool: no pool for none
+    embedded = make(ExecutorConfig(), Registry())
+    assert isinstance(embedded, PythonExecutor) and embedded.pool is None
     assert isinstance(make(ExecutorConfig()), PythonExecutor)
+
+
+SPIN = """
+import os, time
+
+def spin(heartbeat):
+    # a function that never returns, writing its pid and a beat every 20 ms
+    while True:
+        with open(heartbeat, "w") as f:
+            f.write(f"{os.getpid()} {time.monotonic()}")
+        time.sleep(0.02)
+"""
+
+
+def test_an_entry_point_past_maxexectime_is_really_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: a call past maxexectime in the default thread isolation failed on time
+    but its thread went on computing. An entry point of the config now runs in a worker
+    process by default, and the process is killed when the run ends."""
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "spinmod.py").write_text(SPIN)
+    # the daemon, and so its workers, find the module
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "mods"))
+    heartbeat = tmp_path / "beat"
+    with cluster(tmp_path / "c") as c:
+        owner = c.node("owner")
+        owner.cli("init")
+        owner.cli("colony", "create", "spin")
+        owner.configure("spinner")
+        config = owner.home.config()
+        assert config.executor is not None and config.executor.isolation == "process"
+        config.executor.functions = ["spin=spinmod:spin"]
+        owner.home.save_config(config)
+        owner.cli("start")
+        spec = {
+            "funcname": "spin",
+            "args": [str(heartbeat)],
+            "maxexectime": 2,
+            "conditions": {"executortype": "spinner"},
+        }
+        pid = owner.submit(spec)["pid"]
+        done = wait_for(lambda: owner.finished(pid), 60, "the maxexectime failure")
+        assert done["state"] == "failed"
+        assert "maxexectime" in done["errors"][0], done["errors"]
+        # (a read may fall between the truncation and the write of a beat)
+        worker = int(wait_for(heartbeat.read_text, 10, "a beat").split()[0])
+        assert worker != owner.pid  # it ran in a worker process, not in the node
+        wait_for(lambda: not _alive(worker), 10, "the worker past maxexectime to be killed")
+        # nothing writes the file any more: no other process ever ran the function
+        assert int(wait_for(heartbeat.read_text, 10, "the last beat").split()[0]) == worker
 
 
 async def test_a_worker_that_sends_garbage_is_killed_and_counts_as_died() -> None:

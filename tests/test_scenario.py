@@ -70,7 +70,7 @@ def test_every_shipped_scenario_loads(name: str) -> None:
     assert s.name == name
     assert s.description
     assert s.executors >= 1
-    assert s.nodes == 1 + s.colony.admins + s.colony.users + s.executors
+    assert s.nodes == 1 + s.colony.admins + s.colony.users + s.executors + s.faults.byzantine
     assert 0 <= s.workload.workflow_specs <= s.workload.specs
     assert s.workload.run_seconds[1] < s.workload.maxexectime
     assert s.params.renew_every < s.params.lease_seconds

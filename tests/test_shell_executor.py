@@ -105,19 +105,59 @@ async def test_runs_in_workdir_and_lines_stream_as_they_come(tmp_path: Path) -> 
     assert log.times[1] - log.times[0] > 0.4  # the first line did not wait for the end
 
 
-async def test_env_is_the_spec_env_on_a_minimal_one(
+def _seen(log: Log) -> dict[str, str]:
+    """The environment ``env`` printed (the executor's own [env] note left out)."""
+    return dict(line.split("=", 1) for line in log.lines if not line.startswith("[env]"))
+
+
+async def test_env_is_the_allowed_spec_env_on_a_minimal_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAEMON_SECRET", "do-not-leak")
-    result, log = await run(tmp_path, "env", env={"FOO": "bar baz", "LANG": "en_US.UTF-8"})
+    executor = ShellExecutor(env_allowed=("FOO", "LANG"))
+    spec_env = {"FOO": "bar baz", "LANG": "en_US.UTF-8", "BAR": "1"}
+    result, log = await run(tmp_path, "env", env=spec_env, executor=executor)
     assert result.ok
-    env = dict(line.split("=", 1) for line in log.lines)
+    env = _seen(log)
     assert "DAEMON_SECRET" not in env
     assert set(env) <= MINIMAL_ENV | {"FOO"}
     assert env["FOO"] == "bar baz"
-    assert env["LANG"] == "en_US.UTF-8"  # the spec wins over the defaults
+    assert env["LANG"] == "en_US.UTF-8"  # allowed by its full name: the spec wins
     assert env["HOME"] == str(tmp_path)
     assert env["COLONY_PROCESS_ID"] == "pid-env"
+    assert "BAR" not in env
+    # by default a spec sets nothing at all
+    result, log = await run(tmp_path, "env", env=spec_env)
+    assert result.ok and set(_seen(log)) <= MINIMAL_ENV and _seen(log)["LANG"] == "C.UTF-8"
+
+
+async def test_loader_and_interpreter_variables_from_a_spec_are_dropped(tmp_path: Path) -> None:
+    """The attack: with allow = ["echo"], a spec set LD_PRELOAD to a library it had
+    mounted and ran its own code inside echo. The command's environment must lack it,
+    whatever PREFIX* pattern the config allows, and the process's log says so."""
+    spec_env = {
+        "LD_PRELOAD": str(tmp_path / "evil.so"),
+        "LD_LIBRARY_PATH": str(tmp_path),
+        "PYTHONPATH": str(tmp_path),
+        "PATH": str(tmp_path),
+        "OMP_NUM_THREADS": "4",
+    }
+    executor = ShellExecutor(allowed=("env",), env_allowed=("OMP_*", "LD_*", "PY*", "P*"))
+    result, log = await run(tmp_path, "env", env=spec_env, executor=executor)
+    assert result.ok
+    env = _seen(log)
+    assert "LD_PRELOAD" not in env and "LD_LIBRARY_PATH" not in env and "PYTHONPATH" not in env
+    assert env["PATH"] != str(tmp_path)
+    assert env["OMP_NUM_THREADS"] == "4"
+    assert log.lines[0] == (
+        "[env] not set, not allowed by this executor: LD_LIBRARY_PATH, LD_PRELOAD, PATH, "
+        "PYTHONPATH (the names a spec may set are listed in executor.env of the node's "
+        "config.json)"
+    )
+    # only a config that names one in full lets it through
+    named = ShellExecutor(allowed=("env",), env_allowed=("LD_PRELOAD",))
+    result, log = await run(tmp_path, "env", env={"LD_PRELOAD": ""}, executor=named)
+    assert result.ok and _seen(log)["LD_PRELOAD"] == ""
 
 
 async def test_inputs_are_a_json_file(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ from colonyp2p.errors import ValidationError
 from colonyp2p.executors.base import RunRequest, RunResult
 from colonyp2p.executors.shell import KILLED_AT_DEADLINE
 from colonyp2p.executors.slurm import (
+    SCRIPT_NAME,
     JobStatus,
+    SlurmError,
     SlurmExecutor,
     parse_gres,
     parse_sacct,
@@ -244,9 +246,30 @@ async def test_allow_list_refuses_before_submitting(tmp_path: Path) -> None:
 
 async def test_a_spec_that_cannot_be_a_script_is_a_failed_result(tmp_path: Path) -> None:
     spec = FunctionSpec("f", env={"NOT-A-NAME": "x"})
-    result = await SlurmExecutor().run(RunRequest("p", spec, (), tmp_path), print)
+    executor = SlurmExecutor(env_allowed=("NOT-A-NAME",))  # allowed, yet bash cannot say it
+    result = await executor.run(RunRequest("p", spec, (), tmp_path), print)
     assert not result.ok
     assert "cannot make a batch script" in result.errors[0]
+
+
+async def test_a_spec_env_is_exported_only_as_far_as_the_config_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shell executor's attack (LD_PRELOAD from a spec) would work on a Slurm job's
+    script as well: only allowed names are exported, never the loader's by a pattern."""
+    env = {"LD_PRELOAD": "/x.so", "OMP_NUM_THREADS": "4", "FOO": "1"}
+    executor = SlurmExecutor(env_allowed=("OMP_*", "LD_*"))
+
+    async def no_slurm(*argv: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        raise SlurmError("no Slurm in this test")  # the script is written before sbatch
+
+    monkeypatch.setattr(executor, "_slurm", no_slurm)
+    log = Log()
+    await executor.run(RunRequest("p", FunctionSpec("true", env=env), (), tmp_path), log)
+    script = (tmp_path / SCRIPT_NAME).read_text()
+    assert "export OMP_NUM_THREADS=4" in script
+    assert "LD_PRELOAD" not in script and "FOO" not in script
+    assert log.lines[0].startswith("[env] not set, not allowed by this executor: FOO, LD_PRELOAD")
 
 
 # --- real Slurm -----------------------------------------------------------------------
@@ -324,7 +347,7 @@ async def test_a_job_that_succeeds_returns_its_output(slurm: None, tmp_path: Pat
     script = 'echo "hello from $SLURM_JOB_ID"; echo "$GREETING $COLONY_PROCESS_ID"; echo warn >&2'
     req = request(tmp_path, "sh", "-c", script, env={"GREETING": "hi there"})
     with trio.fail_after(30):
-        result = await SlurmExecutor(poll=0.2).run(req, log)
+        result = await SlurmExecutor(poll=0.2, env_allowed=("GREETING",)).run(req, log)
     job = submitted_job(log)
     assert result == RunResult(
         True, output=(0, f"hello from {job}\nhi there slurmtest-{tmp_path.name}")

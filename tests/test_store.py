@@ -31,7 +31,7 @@ from colonyp2p.errors import ColonyError, StoreError, StoreFull
 from colonyp2p.identity import Identity
 from colonyp2p.model.membership import Member, MembershipSet
 from colonyp2p.model.signed import SignedSpec
-from colonyp2p.model.spec import Conditions, FunctionSpec, Gpu
+from colonyp2p.model.spec import MAX_SECONDS, NO_LIMIT, Conditions, FunctionSpec, Gpu
 from colonyp2p.node.store import SCHEMA_VERSION, TABLES, Store
 
 IDS = [Identity.from_seed(bytes([n]) * 32) for n in range(1, 5)]
@@ -93,6 +93,8 @@ member_ids = st.sampled_from(MEMBER_IDS)
 pids = st.binary(min_size=32, max_size=32).map(bytes.hex)
 keeper_sets = st.lists(member_ids, min_size=1, max_size=3, unique=True).map(tuple)
 times = st.integers(0, 10**6) | finite  # ints in float fields must come back as floats
+# a spec's time limits are no limit or up to a year (colonyp2p/model/spec.py)
+limits = st.just(NO_LIMIT) | st.integers(0, 10**6) | st.floats(0, MAX_SECONDS)
 env_names = st.from_regex(r"[A-Z]{1,4}", fullmatch=True)
 
 
@@ -104,8 +106,8 @@ def signed_specs(draw: st.DrawFn) -> SignedSpec:
         args=tuple(draw(st.lists(json_values, max_size=3))),
         kwargs=draw(st.dictionaries(small_text, json_values, max_size=2)),
         priority=draw(st.integers(-5, 5)),
-        maxwaittime=draw(times),
-        maxexectime=draw(times),
+        maxwaittime=draw(limits),
+        maxexectime=draw(limits),
         maxretries=draw(st.integers(0, 3)),
         conditions=Conditions(
             executortype=draw(st.sampled_from(["", "edge", "slurm"])),

@@ -544,3 +544,38 @@ async def test_quic_is_an_option() -> None:
             await got.wait()
             assert received == [Query("over-quic")]
             nursery.cancel_scope.cancel()
+
+
+async def test_gossip_that_fails_is_restarted_and_carries_announcements_again() -> None:
+    async with network() as net:
+        a, b = await net.add(), await net.add()
+        topic = colony_topic(COLONY)
+        for node in (a, b):
+            await node.transport.subscribe(topic)
+        await link(a, b)
+        await until(lambda: a.transport.mesh(topic) == {b.id})
+
+        def ad(name: str) -> AdAnnounce:
+            return AdAnnounce(
+                ExecutorAd.create(a.identity, time.time(), executortype="t", name=name)
+            )
+
+        assert await a.transport.publish(topic, ad("before"))
+        await until(lambda: len(b.announcements) == 1)
+
+        async def boom() -> None:
+            raise RuntimeError("a library bug in a pubsub task")
+
+        pubsub = a.transport._pubsub
+        assert pubsub is not None
+        pubsub.manager.run_task(boom)  # the whole pubsub service ends with it
+        gossip = a.transport.health.subsystems["gossip"]
+        await until(lambda: gossip.restarts == 1 and gossip.state == "running")
+        assert "a library bug" in gossip.last_error
+        assert a.transport._pubsub is not pubsub
+        # the new GossipSub knows the connection made before it, and forms a mesh on it
+        await until(lambda: a.transport.mesh(topic) == {b.id})
+        after = ad("after")
+        assert await a.transport.publish(topic, after)
+        await until(lambda: len(b.announcements) == 2)
+        assert b.announcements[1] == (a.id, after)

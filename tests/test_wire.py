@@ -41,6 +41,7 @@ from colonyp2p.errors import (
 )
 from colonyp2p.identity import Identity
 from colonyp2p.model.membership import Member, Role
+from colonyp2p.model.spec import MAX_SECONDS, NO_LIMIT
 from colonyp2p.wire import (
     MAX_MESSAGE_SIZE,
     Envelope,
@@ -144,6 +145,9 @@ FIELD_STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("FunctionSpec", "funcname"): st.from_regex(r"[A-Za-z_][A-Za-z0-9_.:-]{0,8}", fullmatch=True),
     ("FunctionSpec", "priority"): st.integers(-100_000, 100_000),
     ("FunctionSpec", "maxretries"): st.integers(0, 1000),
+    ("FunctionSpec", "maxwaittime"): st.just(NO_LIMIT) | st.floats(0, MAX_SECONDS),
+    ("FunctionSpec", "maxexectime"): st.just(NO_LIMIT) | st.floats(0, MAX_SECONDS),
+    ("Conditions", "walltime"): st.integers(0, MAX_SECONDS),
     ("FunctionSpec", "env"): st.dictionaries(
         st.from_regex(r"[A-Z_]{1,6}", fullmatch=True),
         st.from_regex(r"[a-z0-9 ]{0,6}", fullmatch=True),

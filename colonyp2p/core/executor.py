@@ -213,7 +213,9 @@ class ExecutorRole:
     ) -> None:
         pid = spec.pid
         retries = self._retries.get(pid, 0) + 1
-        if retries > MAX_CLAIM_RETRIES or self.ad is None:
+        if retries > MAX_CLAIM_RETRIES or self.ad is None or not matches(spec.spec, self.ad):
+            # (a keeper's own move ballot refused as moved lands here too: its executor
+            # must not claim what it cannot run; keepers refuse such claims, claim_ad)
             return
         c = Candidate(spec, keepers, now, (-spec.spec.priority, int(now // AGE_BUCKET), 0, 0.0))
         c.epoch_hint, c.retries = epoch, retries

@@ -11,6 +11,7 @@ import dataclasses
 import heapq
 from typing import TYPE_CHECKING
 
+from colonyp2p.core.matching import matches
 from colonyp2p.core.messages import (
     Accept,
     Accepted,
@@ -31,9 +32,11 @@ from colonyp2p.core.messages import (
     Status,
     StoreAck,
     StoreSpec,
+    Transfer,
 )
 from colonyp2p.core.ranking import config_tag, majority
 from colonyp2p.core.records import KeeperRecord
+from colonyp2p.model.membership import KEEPER_ROLES
 
 if TYPE_CHECKING:
     from colonyp2p.core.node import ColonyNode
@@ -85,6 +88,12 @@ class KeeperRole:
         # member -> pids it was last promised (so a lost member's leases are found
         # without a scan of every record); entries go when the record is decided
         self._held: dict[str, set[str]] = {}
+        # parents whose records moved after their children were stored (parent -> its
+        # new keepers): the children's ParentRefs name the old ones
+        self._parent_moved: dict[str, tuple[str, ...]] = {}
+        # undecided records of which a newer configuration of the same keeper set exists
+        # (a ballot of ours met its promises): they wait for its decision, passively
+        self._superseded: set[str] = set()
         # pids whose holder was lost here and that wait for their re-announcement: every
         # keeper that notices announces at once, not in its turn. The first in turn may
         # not have noticed yet, and a claim it refused as leased meanwhile gave up.
@@ -122,14 +131,16 @@ class KeeperRole:
         self.node.persist(RECORDS, rec.pid, rec)
 
     def _rank(self, rec: KeeperRecord) -> int:
-        """This keeper's turn among the record's keepers, not counting lost ones: the
-        next live keeper acts at once when the first has died."""
-        me, lost = self.node.member_id, self.node.lost
+        """This keeper's turn among the record's keepers, not counting lost or
+        unavailable ones (core/availability.py): the next live keeper acts at once when
+        the first has died, never started or stopped answering."""
+        node = self.node
+        me, lost = node.member_id, node.lost
         rank = 0
         for keeper in rec.keepers:
             if keeper == me:
                 return rank
-            if keeper not in lost:
+            if keeper not in lost and not node.unavailable(keeper):
                 rank += 1
         return len(rec.keepers)
 
@@ -145,6 +156,11 @@ class KeeperRole:
             # The envelope proves who sent it; a spec in someone else's name is a forgery
             # (its submitter may cancel it and receives its logs).
             node.reject("not_submitter", f"{sender} stored a spec of {msg.spec.submitter}")
+            return
+        if not node.spec_ok(msg.spec, sender):
+            return
+        if not node.plausible_keepers(msg.keepers):
+            node.reject("bad_keepers", f"{sender} named users as keepers of {pid[:12]}")
             return
         rec = self.records.get(pid)
         if rec is None:
@@ -162,6 +178,48 @@ class KeeperRole:
             self._index_parents(rec)
             self.schedule(pid, now + (0.0 if rec.parents else node.params.reannounce_after))
         node.send(sender, StoreAck(pid))
+
+    def _ballot_refusal(self, sender: str, purpose: str, rec: KeeperRecord) -> tuple[str, str]:
+        """Who may open a ballot (code and detail of the refusal, or empty): a claim, a
+        member that may run processes (not a ``user``) whose signed ad, where this keeper
+        knows it, matches the spec (ads gossip: one not known yet is not held against the
+        claimant, whose role an admin gave); a move or a recovery, the record's keepers; a
+        fail, the record's keepers, the spec's submitter (cancel) or an admin."""
+        node = self.node
+        if purpose == "claim":
+            role = node.membership.role_of(sender)
+            if role not in KEEPER_ROLES:
+                return "claim_role", f"{sender} ({role}) claimed {rec.pid[:12]}"
+            ad = node.ads.get(sender)
+            if ad is not None and not matches(rec.spec.spec, ad):
+                return "claim_ad", f"{sender}'s ad does not match {rec.pid[:12]}"
+            return "", ""
+        if sender == node.member_id or sender in rec.keepers:
+            return "", ""
+        if purpose == "fail" and (
+            sender == rec.spec.submitter or node.membership.can_administer(sender)
+        ):
+            return "", ""
+        return "ballot_sender", f"{sender} opened a {purpose} ballot on {rec.pid[:12]}"
+
+    def _value_refusal(
+        self, sender: str, rec: KeeperRecord, value: Outcome, epoch: int
+    ) -> tuple[str, str]:
+        """What a holder may have decided (code and detail of the refusal, or empty): the
+        record's keepers run recoveries and moves, which propose any value; anyone else
+        proposes its own run's outcome (a claim) or a failure (a cancel), or a value this
+        keeper accepted itself (a re-proposal). A claimant that re-proposes a value only
+        other keepers accepted is refused here; the keepers' recovery finishes it."""
+        if sender == self.node.member_id or sender in rec.keepers:
+            return "", ""
+        if rec.accepted is not None and rec.accepted_epoch <= epoch and rec.accepted == value:
+            return "", ""
+        if rec.purpose == "claim" and value.kind in ("successful", "failed"):
+            return "", ""
+        if rec.purpose == "fail" and value.kind == "failed":
+            return "", ""
+        detail = f"{sender}'s {rec.purpose} ballot proposed {value.kind} ({rec.pid[:12]})"
+        return "bad_value", detail
 
     def on_prepare(self, sender: str, msg: Prepare, now: float) -> None:
         node = self.node
@@ -188,6 +246,13 @@ class KeeperRole:
                 node.send(sender, Refuse(msg.pid, msg.epoch, "moved", moved_to=rec.keepers))
             else:
                 node.send(sender, Refuse(msg.pid, msg.epoch, "unknown"))
+            return
+        # Who may open a ballot is judged once the ballot is known to be for this record
+        # (the answers above only say what anyone may Query).
+        code, detail = self._ballot_refusal(sender, msg.purpose, rec)
+        if code:
+            node.reject(code, detail)
+            node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
             return
         if msg.epoch == rec.promised and sender == rec.holder and not rec.released:
             node.send(sender, self._promise(rec, now))  # a resent Prepare: same answer
@@ -234,7 +299,12 @@ class KeeperRole:
         node.observe(
             "promised",
             rec.pid,
-            {"epoch": msg.epoch, "holder": sender, "config": config_tag(rec.keepers)},
+            {
+                "epoch": msg.epoch,
+                "holder": sender,
+                "config": config_tag(rec.keepers),
+                "version": rec.config_version,
+            },
         )
         node.send(sender, self._promise(rec, now))
         self.schedule(rec.pid, rec.lease_until)
@@ -248,6 +318,7 @@ class KeeperRole:
             accepted=rec.accepted,
             expired_attempts=rec.expired_attempts,
             inputs=rec.inputs() if rec.parents_known() else None,
+            config_version=rec.config_version,
         )
 
     def on_renew(self, sender: str, msg: Renew, now: float) -> None:
@@ -295,8 +366,13 @@ class KeeperRole:
         if msg.epoch != rec.promised or rec.holder != sender:
             node.send(sender, Accepted(msg.pid, msg.epoch, False, "stale_epoch"))
             return
+        code, detail = self._value_refusal(sender, rec, msg.value, msg.epoch)
+        if code:
+            node.reject(code, detail)
+            node.send(sender, Accepted(msg.pid, msg.epoch, False, code))
+            return
         if rec.accepted_epoch == msg.epoch and rec.accepted == msg.value:
-            node.send(sender, Accepted(msg.pid, msg.epoch, True))
+            node.send(sender, Accepted(msg.pid, msg.epoch, True, "", rec.config_version))
             return
         rec = dataclasses.replace(rec, accepted_epoch=msg.epoch, accepted=msg.value)
         self._save(rec, now)
@@ -308,20 +384,25 @@ class KeeperRole:
                 "value": value_id(msg.value),
                 "kind": msg.value.kind,
                 "keepers": rec.keepers,
+                "version": rec.config_version,
             },
         )
-        node.send(sender, Accepted(msg.pid, msg.epoch, True))
+        node.send(sender, Accepted(msg.pid, msg.epoch, True, "", rec.config_version))
 
     def on_decide(self, sender: str, msg: Decide, now: float) -> None:
         rec = self.records.get(msg.pid)
         if rec is None or rec.decided is not None:
             return
-        if msg.value.kind == "moved" and self.foreign(rec, msg.config):
+        if self.not_our_move(rec, msg.value, msg.config):
             return
         trusted = (
             sender == self.node.member_id
             or sender in rec.keepers
-            or (rec.holder == sender and rec.promised == msg.epoch)
+            or (
+                rec.holder == sender
+                and rec.promised == msg.epoch
+                and not self._value_refusal(sender, rec, msg.value, msg.epoch)[0]
+            )
             or (rec.accepted_epoch == msg.epoch and rec.accepted == msg.value)
         )
         if not trusted:
@@ -339,6 +420,7 @@ class KeeperRole:
         if held is not None:
             held.discard(rec.pid)
         self._holder_lost.discard(rec.pid)
+        self._superseded.discard(rec.pid)
         for action in ("recover", "move", "fail"):
             self._first_seen.pop((rec.pid, action), None)
         node = self.node
@@ -381,6 +463,7 @@ class KeeperRole:
             decided_epoch=rec.decided_epoch,
             moved_to=decided.moved_to if decided and decided.kind == "moved" else (),
             config=config_tag(rec.keepers),
+            keepers=rec.keepers,
         )
 
     def on_status(self, sender: str, msg: Status, now: float) -> None:
@@ -397,11 +480,42 @@ class KeeperRole:
             rec is not None
             and rec.decided is None
             and sender in rec.keepers
-            and not (msg.decided.kind == "moved" and self.foreign(rec, msg.config))
+            and not self.not_our_move(rec, msg.decided, msg.config)
         ):
             self.decide(rec, msg.decided_epoch, msg.decided, now)
         if msg.decided.kind != "moved":
-            self.learn_parent(msg.pid, msg.decided, now, share=True)
+            self.learn_parent(msg.pid, msg.decided, now, share=True, source=sender)
+        elif msg.moved_to and msg.pid in self._waiting_on_parent:
+            # A parent's record moved since its child was stored: ask where it is now. A
+            # keeper of it says so (one that may keep, naming members that may keep: the
+            # record may have moved more than once, so its keepers as the children's
+            # ParentRefs name them are not the only ones that can tell).
+            if not self.node.may_keep(sender) or not self.node.plausible_keepers(msg.moved_to):
+                self.node.reject("parent_sender", f"{sender} moved parent {msg.pid[:12]}")
+                return
+            self._parent_moved[msg.pid] = msg.moved_to
+
+    def _parent_source(self, child: str, parent: str, source: str) -> bool:
+        """Whether ``source`` may tell ``child``'s keepers the outcome of ``parent``: this
+        node itself (it decided it), or a keeper of the parent as the child's ParentRef
+        names them (or where a parent keeper said it moved)."""
+        if source == self.node.member_id or source in self._parent_moved.get(parent, ()):
+            return True
+        rec = self.records.get(child)
+        return rec is not None and any(
+            ref.pid == parent and source in ref.keepers for ref in rec.parents
+        )
+
+    @classmethod
+    def not_our_move(cls, rec: KeeperRecord, value: Outcome, config: str) -> bool:
+        """Whether ``value`` is a move of another configuration than ``rec``'s: of
+        another keeper set (``config``), or of an older record of this same set (a move
+        always goes to a newer membership version than the record it moves; a record
+        can move away and back to the same keepers, and the old one's late Decide must
+        not end the new one)."""
+        return value.kind == "moved" and (
+            cls.foreign(rec, config) or value.moved_version <= rec.config_version
+        )
 
     @staticmethod
     def foreign(rec: KeeperRecord, config: str) -> bool:
@@ -422,39 +536,103 @@ class KeeperRole:
             return
         self.node.send(peer, Install(rec.transfer(rec.keepers, rec.config_version, rec.promised)))
 
-    def learn_parent(self, parent: str, outcome: Outcome, now: float, share: bool) -> None:
-        for child in self._waiting_on_parent.pop(parent, []):
-            rec = self.records.get(child)
-            if rec is None or rec.decided is not None or rec.parent_outcome(parent) is not None:
-                continue
-            rec = dataclasses.replace(
-                rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome))
-            )
-            if not rec.parents_known():
-                # Volatile until the last parent is known: persisting the growing record
-                # at each parent would cost a fan-in of n parents O(n^2) bytes written.
-                # A restart loses only what _poll_parents asks the parents' keepers again.
-                self.records[child] = rec
-                continue
-            self._save(rec, now)
-            self._known_since[child] = now
-            if share:
-                msg = ParentOutcomes(child, rec.parent_outcomes)
-                for peer in rec.keepers:
-                    if peer != self.node.member_id:
-                        self.node.send(peer, msg)
-            self.schedule(child, now)
+    def learn_parent(
+        self, parent: str, outcome: Outcome, now: float, share: bool, source: str
+    ) -> None:
+        """``parent`` decided ``outcome``, says ``source``: the children waiting on it
+        whose ParentRef names ``source`` among the parent's keepers take it (see
+        _parent_source); the others wait for the parent's keepers."""
+        own = self.records.get(parent)
+        if own is not None and own.decided is not None and own.decided.kind != "moved":
+            # this node keeps the parent too: its own record's decision is the one to take
+            outcome, source = own.decided, self.node.member_id
+        waiting = self._waiting_on_parent.pop(parent, [])
+        kept = [c for c in waiting if not self._parent_source(c, parent, source)]
+        if kept:
+            self._waiting_on_parent[parent] = kept
+        else:
+            self._parent_moved.pop(parent, None)
+        for child in waiting:
+            if child not in kept:
+                self._set_parent(child, parent, outcome, now, share)
+
+    def _set_parent(
+        self, child: str, parent: str, outcome: Outcome, now: float, share: bool
+    ) -> None:
+        rec = self.records.get(child)
+        if rec is None or rec.decided is not None or rec.parent_outcome(parent) is not None:
+            return
+        rec = dataclasses.replace(rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome)))
+        if not rec.parents_known():
+            # Volatile until the last parent is known: persisting the growing record
+            # at each parent would cost a fan-in of n parents O(n^2) bytes written.
+            # A restart loses only what _poll_parents asks the parents' keepers again.
+            self.records[child] = rec
+            return
+        self._save(rec, now)
+        self._known_since[child] = now
+        if share:
+            msg = ParentOutcomes(child, rec.parent_outcomes)
+            for peer in rec.keepers:
+                if peer != self.node.member_id:
+                    self.node.send(peer, msg)
+        self.schedule(child, now)
 
     def on_parent_outcomes(self, sender: str, msg: ParentOutcomes, now: float) -> None:
+        """A fellow keeper of the child (and only one: it asked the parents' keepers)
+        shares what they said; it feeds this child alone, and only its own parents."""
         rec = self.records.get(msg.pid)
-        if rec is None or sender not in rec.keepers:
+        if rec is None:
             return
+        if sender not in rec.keepers:
+            # A keeper of another configuration of the record (it moved) is ignored, as it
+            # always was; anyone else is refused and counted.
+            if not self.node.may_keep(sender):
+                self.node.reject(
+                    "parent_sender", f"{sender} sent parent outcomes of {msg.pid[:12]}"
+                )
+            return
+        parents = {ref.pid for ref in rec.parents}
         for parent, outcome in msg.outcomes:
-            if rec.parent_outcome(parent) is None:
-                waiting = self._waiting_on_parent.setdefault(parent, [])
-                if msg.pid not in waiting:
-                    waiting.append(msg.pid)
-                self.learn_parent(parent, outcome, now, share=False)
+            if parent in parents and rec.parent_outcome(parent) is None:
+                waiting = self._waiting_on_parent.get(parent)
+                if waiting is not None and msg.pid in waiting:
+                    waiting.remove(msg.pid)
+                    if not waiting:
+                        del self._waiting_on_parent[parent]
+                self._set_parent(msg.pid, parent, outcome, now, share=False)
+                rec = self.records.get(msg.pid, rec)
+
+    def _install_refusal(
+        self, sender: str, t: Transfer, rec: KeeperRecord | None
+    ) -> tuple[str, str]:
+        """Who may hand this node a record (code and detail of the refusal, or empty): a
+        member that may keep records (never a ``user``: every Install comes from a keeper
+        of the record, moving it or repairing a fellow's copy). The keepers named
+        must all be members that may keep, and the spec must be its submitter's. A
+        chosen outcome is never replaced by another.
+
+        Not checked: that the sender really is a keeper of the set the record moves from.
+        Placements pass over members the submitter could not count on, so a record's
+        keepers can be far from the process on the ring (the simulator's partitions put
+        them 20 and more places away), and nothing signed names them."""
+        node = self.node
+        pid = t.spec.pid
+        if not node.may_keep(sender):
+            return "install_sender", f"{sender}, a user, installed {pid[:12]}"
+        if not node.plausible_keepers(t.keepers):
+            return "bad_keepers", f"{sender} installed {pid[:12]} at users"
+        if t.spec.colony_id != node.membership.colony_id or not node.spec_valid(t.spec):
+            return "bad_spec", f"{sender} installed {pid[:12]} with a spec not its submitter's"
+        decided = None if rec is None else rec.decided
+        if (
+            decided is not None
+            and decided.kind != "moved"
+            and t.decided is not None
+            and t.decided != decided
+        ):
+            return "install_decided", f"{sender} installed another outcome of {pid[:12]}"
+        return "", ""
 
     def on_install(self, sender: str, msg: Install, now: float) -> None:
         t = msg.transfer
@@ -462,10 +640,15 @@ class KeeperRole:
         if self.node.member_id not in t.keepers:
             return
         rec = self.records.get(pid)
+        code, detail = self._install_refusal(sender, t, rec)
+        if code:
+            self.node.reject(code, detail)
+            return
         # A keeper of both the old and the new set holds the old record, decided "moved":
         # the newer configuration replaces it like any older undecided one.
         superseded = rec is not None and rec.config_version < t.config_version
         if rec is None or (superseded and (rec.decided is None or rec.decided.kind == "moved")):
+            self._superseded.discard(pid)
             rec = KeeperRecord.from_transfer(t, now)
             self._save(rec, now)
             self.node.observe("installed", pid, {"keepers": t.keepers})
@@ -473,6 +656,14 @@ class KeeperRole:
             self._announced_at[pid] = now - self.node.params.reannounce_after
             self.schedule(pid, now)
         self.node.send(sender, InstallAck(pid))
+
+    def superseded(self, pid: str) -> None:
+        """A ballot on our record of ``pid`` met a newer configuration of the same keeper
+        set (see Ballot.expect): ours is left behind, and stops acting (see _check)."""
+        rec = self.records.get(pid)
+        if rec is not None and rec.decided is None:
+            self._superseded.add(pid)
+            self.schedule(pid, self.node.now + self.node.params.query_after)
 
     def holder_lost(self, member: str, now: float) -> None:
         """``member`` is lost (see ColonyNode.on_peer_lost): the leases it holds end now.
@@ -539,6 +730,15 @@ class KeeperRole:
             # Do all fellow keepers have the record? Those that answer no get it (_repair).
             self._replicas_asked[pid] = now
             self._ask_peers(rec)
+        if pid in self._superseded:
+            # The process lives on in a newer configuration of these keepers; whatever this
+            # record started (moves from a stale membership, announcements) would only
+            # disturb it. Its decision comes with a Decide, or as an answer to our queries.
+            if now - self._quiet_since.get(pid, now) >= p.query_after:
+                self._quiet_since[pid] = now
+                self._ask_peers(rec)
+            self.schedule(pid, now + p.query_after)
+            return
         if rec.leased(now):
             self.schedule(pid, rec.lease_until)
             return
@@ -549,14 +749,21 @@ class KeeperRole:
         if rec.accepted is not None:
             # An outcome was accepted but its proposer vanished before deciding it: finish it.
             if self._turn(pid, "recover", now, stagger):
-                node.proposer.begin(rec.spec, rec.keepers, rec.promised + 1, "recover")
+                node.proposer.begin(
+                    rec.spec, rec.keepers, rec.promised + 1, "recover", version=rec.config_version
+                )
             self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
             return
         new_keepers = self._moved_keepers(rec)
         if new_keepers is not None:
             if self._turn(pid, "move", now, stagger):
                 node.proposer.begin(
-                    rec.spec, rec.keepers, rec.promised + 1, "move", move_to=new_keepers
+                    rec.spec,
+                    rec.keepers,
+                    rec.promised + 1,
+                    "move",
+                    move_to=new_keepers,
+                    version=rec.config_version,
                 )
             self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
             return
@@ -567,7 +774,14 @@ class KeeperRole:
         failure = self._failure_reason(rec, now)
         if failure:
             if self._turn(pid, "fail", now, stagger):
-                node.proposer.begin(rec.spec, rec.keepers, rec.promised + 1, "fail", reason=failure)
+                node.proposer.begin(
+                    rec.spec,
+                    rec.keepers,
+                    rec.promised + 1,
+                    "fail",
+                    reason=failure,
+                    version=rec.config_version,
+                )
             self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
             return
         next_at = now + p.query_after
@@ -638,10 +852,13 @@ class KeeperRole:
         return not rec.released and rec.purpose == "claim" and rec.accepted is None
 
     def _moved_keepers(self, rec: KeeperRecord) -> tuple[str, ...] | None:
-        ring = self.node.ring
-        if ring.version <= rec.config_version:
+        """Where a record stored under an older membership should go now: the keepers a
+        new spec would get (available members only, as the submitter chose), or None
+        where that is where it is."""
+        node = self.node
+        if node.ring.version <= rec.config_version:
             return None
-        wanted = ring.keepers_for(rec.pid, self.node.keeper_count())
+        wanted = node.placement(rec.pid)
         return None if wanted == rec.keepers else wanted
 
     def _poll_parents(self, rec: KeeperRecord, now: float, stagger: float) -> None:
@@ -649,9 +866,15 @@ class KeeperRole:
         if now >= rec.stored_at + stagger:
             n = self._parent_poll.get(rec.pid, 0)
             self._parent_poll[rec.pid] = n + 1
+            node = self.node
             for ref in rec.parents:
-                if rec.parent_outcome(ref.pid) is None and ref.keepers:
-                    self.node.send(ref.keepers[n % len(ref.keepers)], Query(ref.pid, watch=True))
+                keepers = self._parent_moved.get(ref.pid, ref.keepers)
+                if rec.parent_outcome(ref.pid) is None and keepers:
+                    # one keeper per round, in turn, passing over those that cannot answer
+                    live = [
+                        k for k in keepers if k not in node.lost and not node.unavailable(k)
+                    ] or list(keepers)
+                    node.send(live[n % len(live)], Query(ref.pid, watch=True))
                     waiting = self._waiting_on_parent.setdefault(ref.pid, [])
                     if rec.pid not in waiting:
                         waiting.append(rec.pid)

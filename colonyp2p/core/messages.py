@@ -88,6 +88,10 @@ class Promise:
     accepted: Outcome | None
     expired_attempts: int
     inputs: tuple[Any, ...] | None  # parents' outputs when the keeper knows them all
+    # the membership version of the keeper's record: a record that moves away and later
+    # back to the same keeper set has the same config tag, and only promises of the
+    # newest configuration count together (see Proposer.on_promise)
+    config_version: int = 0
 
 
 RefuseReason = Literal["stale_epoch", "leased", "not_ready", "unknown", "decided", "moved"]
@@ -133,6 +137,7 @@ class Accepted:
     epoch: int
     ok: bool
     reason: str = ""
+    config_version: int = 0  # of the keeper's record, as in Promise
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,9 @@ class Status:
     decided_epoch: int = 0
     moved_to: tuple[str, ...] = ()
     config: str = ""
+    # the record's keeper set: where the submitter had to pass over members, it is not
+    # the one the asker would compute from the pid (see core/availability.py)
+    keepers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,21 +226,28 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class CatchUp:
     """A starting node's question to one member at a time, until one answers (see
-    core/catchup.py): which executors are there, and is there a newer membership?
-    It carries the asker's own ad, so at least the member asked learns it at once."""
+    core/catchup.py): which executors are there, and which membership versions came
+    after ``have_version``? It carries the asker's own ad, so at least the member asked
+    learns it at once. ``ask`` numbers the question: only answers to a question asked
+    count. A member that only lacks membership versions asks without ``ads``."""
 
     have_version: int
     ad: ExecutorAd | None = None
+    ask: int = 0
+    ads: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class CaughtUp:
-    """The answer: every executor ad the member knows (each signed by its executor, so
-    the asker verifies them; at most CATCHUP_ADS per message) and its membership where
-    newer than the asker's."""
+    """The answer to question ``ask``: every executor ad the member knows (each signed by
+    its executor, so the asker verifies them; at most CATCHUP_ADS per message) and, in
+    the first message, the membership versions after the asker's, consecutive (as many
+    as CHAIN_STEPS and CHAIN_MEMBERS allow: ``newest`` says whether more follow)."""
 
     ads: tuple[ExecutorAd, ...] = ()
-    membership: MembershipSet | None = None
+    chain: tuple[MembershipSet, ...] = ()
+    ask: int = 0
+    newest: int = 0  # the member's own version
 
 
 Message = (

@@ -6,13 +6,14 @@ carry out the effects returned. Nothing here reads a clock, sleeps or does I/O.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from colonyp2p import codec
-from colonyp2p.core.catchup import CatchUpRole
+from colonyp2p.core.availability import Availability
+from colonyp2p.core.catchup import CatchUpRole, history_key
 from colonyp2p.core.client import SUBMISSIONS, ClientRole
 from colonyp2p.core.effects import Effect, Observe, Persist, Publish, Reject, Send, SetTimer
 from colonyp2p.core.executor import OFFER_TO, ExecutorRole
@@ -53,13 +54,22 @@ from colonyp2p.core.ranking import KeeperRing
 from colonyp2p.core.records import KeeperRecord
 from colonyp2p.errors import ColonyError
 from colonyp2p.model.ads import ExecutorAd
-from colonyp2p.model.membership import MembershipSet
+from colonyp2p.model.membership import MembershipSet, follow_chain
 from colonyp2p.model.signed import SignedSpec
 
 Durable = Mapping[str, Mapping[str, Any]]
 MEMBERSHIP = "membership"
 AD_EVERY = 60.0
 MEMBERSHIP_EVERY = 30.0
+# keeper sets this node knows for processes it does not keep, where they are not the
+# canonical ones (its own submissions, and what keepers' Status said), most recent kept
+PLACEMENTS_KEPT = 32768
+# pids whose outcome this node reported (Observe "result") or is checking with their
+# keepers, most recent kept
+RESULTS_KEPT = 8192
+# requests their receiver always answers: one unanswered for a lease makes it "silent"
+# (see core/availability.py)
+_ANSWERED = frozenset({StoreSpec, Prepare, Accept, Renew, Query, Install, CatchUp})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,15 @@ class ExecutionResult:
     ok: bool
     output: tuple[Any, ...] = ()
     errors: tuple[str, ...] = ()
+
+
+def _is_pid(pid: str) -> bool:
+    """Whether ``pid`` can be a process id (a sha256 in hex) and so has a place on the ring."""
+    try:
+        int(pid, 16)
+    except ValueError:
+        return False
+    return True
 
 
 def _ignore(sender: str, msg: Any, now: float) -> None:
@@ -101,11 +120,17 @@ class ColonyNode:
         self.revoked = False
         # members whose every connection to us dropped, until we hear from them again
         self.lost: set[str] = set()
+        # who can be counted on to answer, for the keepers of new specs
+        self.availability = Availability(self.params.lease_seconds)
+        self.placements: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._results: OrderedDict[str, None] = OrderedDict()
+        self._checking: OrderedDict[str, None] = OrderedDict()
+        self._valid_specs: OrderedDict[str, None] = OrderedDict()
         self.keeper = KeeperRole(self, dict(durable.get(RECORDS, {})))
         self.proposer = Proposer(self)
         self.executor = ExecutorRole(self, ad)
         self.client = ClientRole(self, dict(durable.get(SUBMISSIONS, {})))
-        self.catchup = CatchUpRole(self)
+        self.catchup = CatchUpRole(self, durable.get(MEMBERSHIP, {}))
         self._handlers: dict[type, Callable[[str, Any, float], None]] = {
             StoreSpec: self.keeper.on_store,
             StoreAck: self.client.on_store_ack,
@@ -119,7 +144,7 @@ class ColonyNode:
             Decide: self._on_decide,
             Release: self.keeper.on_release,
             Query: self.keeper.on_query,
-            Status: self.keeper.on_status,
+            Status: self._on_status,
             ParentOutcomes: self.keeper.on_parent_outcomes,
             Install: self.keeper.on_install,
             InstallAck: self.keeper.on_install_ack,
@@ -137,6 +162,8 @@ class ColonyNode:
             self._dispatch(to, msg, self.now)  # loop back without the network
         else:
             self.out.append(Send(to, msg))
+            if type(msg) in _ANSWERED:
+                self.availability.asked(to, self.now)
 
     def publish(self, item: Announcement) -> None:
         if not isinstance(item, SpecAnnounce):
@@ -175,6 +202,74 @@ class ColonyNode:
     def _administers(self) -> bool:
         return self.membership.role_of(self.member_id) in ("owner", "admin")
 
+    # --- who may send what (docs/PROTOCOL.md, *Who may send what*) --------------------------
+
+    def may_keep(self, member: str) -> bool:
+        """Whether ``member`` may hold records: not a member with the role ``user`` (an id
+        this node does not know may be in a newer membership; it cannot send anything
+        here until this node knows it)."""
+        return self.membership.role_of(member) != "user"
+
+    def plausible_keepers(self, keepers: Sequence[str]) -> bool:
+        """Whether a keeper set named in a message may be one: no member of it is a
+        ``user`` (users keep nothing, so a user naming itself a keeper is a forgery)."""
+        return bool(keepers) and all(self.may_keep(k) for k in keepers)
+
+    def spec_ok(self, spec: SignedSpec, sender: str) -> bool:
+        """A spec entering this node (submitted, stored, installed, announced, offered):
+        for this colony and signed by its submitter, else refused and counted."""
+        if spec.colony_id != self.membership.colony_id:
+            self.reject("wrong_colony", f"spec of colony {spec.colony_id[:12]} from {sender}")
+            return False
+        if not self.spec_valid(spec):
+            self.reject("bad_spec", f"spec {spec.pid[:12]} from {sender}: not its submitter's")
+            return False
+        return True
+
+    def spec_valid(self, spec: SignedSpec) -> bool:
+        """Whether ``spec``'s submitter signed it. Its pid hashes the whole signed spec,
+        signature included, so a pid verified once stands for every copy: the daemon
+        decodes a new object per message, and a spec arrives as StoreSpec, SpecAnnounce
+        and Offer."""
+        pid = spec.pid
+        if pid in self._valid_specs:
+            return True
+        if not spec.valid():
+            return False
+        self._valid_specs[pid] = None
+        if len(self._valid_specs) > RESULTS_KEPT:
+            self._valid_specs.popitem(last=False)
+        return True
+
+    def report_result(self, pid: str, epoch: int, value: Outcome) -> None:
+        """An outcome this node accepted from a sender entitled to tell it (its own ballot,
+        its own record, the record's keepers): the daemon shows and caches these, never
+        a raw Decide (anyone can send one)."""
+        if value.kind == "moved" or pid in self._results:
+            return
+        self._results[pid] = None
+        if len(self._results) > RESULTS_KEPT:
+            self._results.popitem(last=False)
+        self._checking.pop(pid, None)
+        self.observe(
+            "result",
+            pid,
+            {"kind": value.kind, "executor": value.executor, "epoch": epoch, "outcome": value},
+        )
+
+    def _check_with_keepers(self, pid: str) -> None:
+        """A decision from a sender we cannot judge (the holder's Decide to the submitter):
+        ask the record's keepers, whose answers (pushed once they decide) we can."""
+        if pid in self._results or pid in self._checking:
+            return
+        self._checking[pid] = None
+        if len(self._checking) > RESULTS_KEPT:
+            self._checking.popitem(last=False)
+        query = Query(pid, watch=True)
+        for keeper in self.keepers_of(pid):
+            if keeper != self.member_id:
+                self.send(keeper, query)
+
     def keeper_count(self) -> int:
         """``params.keepers``, or fewer in a small colony. Never an even number above 2:
         four keepers survive one failure, as three do, for a third more messages and
@@ -183,7 +278,60 @@ class ColonyNode:
         return k - 1 if k > 2 and k % 2 == 0 else k
 
     def keepers_for(self, pid: str) -> tuple[str, ...]:
+        """The canonical keepers of ``pid`` (the k XOR-closest members): where a record is
+        unless its submitter had to pass over some of them (see ``keepers_of``). None for
+        what is no process id (any member can send any string as one)."""
+        if not _is_pid(pid):
+            return ()
         return self.ring.keepers_for(pid, self.keeper_count())
+
+    def unavailable(self, member: str) -> bool:
+        """Whether this node thinks ``member`` cannot answer now (core/availability.py)."""
+        return member != self.member_id and self.availability.unavailable(
+            member, self.now, self.ads.__contains__
+        )
+
+    def placement(self, pid: str) -> tuple[str, ...]:
+        """The keepers for a new record of ``pid``: the k XOR-closest members this node
+        thinks available (the canonical set when it thinks them all available). One
+        member that cannot answer must not make every spec near it wait on it."""
+        return self.ring.available_keepers_for(pid, self.keeper_count(), self.unavailable)
+
+    def keepers_of(self, pid: str) -> tuple[str, ...]:
+        """Where the record of ``pid`` is, as far as this node knows: its own record's
+        keepers (or where it moved), a placement it made or was told of, else the
+        canonical set. Records carry their keeper set; recomputing it from the pid would
+        miss every record stored around an unavailable member."""
+        rec = self.keeper.records.get(pid)
+        if rec is not None:
+            moved = rec.decided
+            if moved is not None and moved.kind == "moved" and moved.moved_to:
+                return moved.moved_to
+            return rec.keepers
+        known = self.placements.get(pid)
+        if known is not None:
+            return known
+        pending = self.client.pending.get(pid)
+        if pending is not None:
+            return pending.keepers
+        return self.keepers_for(pid)
+
+    def keeper_candidates(self, pid: str) -> tuple[str, ...]:
+        """Members that may keep ``pid`` when its submitter passed over some: the 2k
+        XOR-closest (a placement skips at most as many as it takes), closest first."""
+        return self.ring.keepers_for(pid, 2 * self.keeper_count())
+
+    def learn_placement(self, pid: str, keepers: tuple[str, ...]) -> None:
+        """``pid``'s record is kept by ``keepers``: remembered where that is not the
+        canonical set (the canonical one is recomputed when asked)."""
+        placements = self.placements
+        if keepers == self.keepers_for(pid):
+            placements.pop(pid, None)
+            return
+        placements[pid] = keepers
+        placements.move_to_end(pid)
+        if len(placements) > PLACEMENTS_KEPT:
+            placements.popitem(last=False)
 
     def _begin(self, now: float) -> list[Effect]:
         self.now = now
@@ -195,6 +343,7 @@ class ColonyNode:
 
     def start(self, now: float) -> list[Effect]:
         out = self._begin(now)
+        self.availability.start(now)
         self.keeper.restore(now)
         self.client.restore(now)
         self.set_timer(now + self.params.tick, ("tick",))
@@ -222,6 +371,7 @@ class ColonyNode:
             )
             return out
         self.lost.discard(sender)
+        self.availability.heard_from(sender)
         self._dispatch(sender, msg, now)
         return out
 
@@ -236,6 +386,7 @@ class ColonyNode:
         if self.revoked or member == self.member_id or not self.membership.is_member(member):
             return out
         self.lost.add(member)
+        self.availability.lost_connection(member)
         self.observe("peer_lost", "", {"member": member})
         self.keeper.holder_lost(member, now)
         return out
@@ -252,27 +403,51 @@ class ColonyNode:
         if self.revoked:
             return out
         if isinstance(item, MembershipAnnounce):
-            self.learn_membership(item.membership, now)
+            self.catchup.on_announced(publisher, item.membership, now)
+            if self.membership.is_member(publisher):
+                self.availability.heard_from(publisher)
             return out
         if not self.membership.is_member(publisher):
             self.reject("not_member", f"announcement from {publisher}")
             return out
+        # Any announcement says its publisher runs (the daemon passes its members'
+        # address announcements, PeerAddrs, for this alone).
+        self.availability.heard_from(publisher)
         if isinstance(item, SpecAnnounce):
-            if item.spec.colony_id != self.membership.colony_id:
-                self.reject("wrong_colony", f"spec of colony {item.spec.colony_id[:12]}")
-                return out
-            self.executor.on_spec(item, publisher, now)
+            if self._announce_ok(item, publisher):
+                self.executor.on_spec(item, publisher, now)
         elif isinstance(item, AdAnnounce):
             ad = item.ad
             if ad.executor_id != publisher or not self.membership.is_member(ad.executor_id):
                 self.reject("bad_ad", f"ad for {ad.executor_id} published by {publisher}")
                 return out
+            if not self.may_keep(publisher):
+                self.reject("bad_ad", f"ad of {publisher}, a user (users run nothing)")
+                return out
             self.learn_ad(ad)
         return out
 
+    def _announce_ok(self, item: SpecAnnounce, sender: str) -> bool:
+        """An announcement (gossip or Offer) of a waiting process comes from its submitter
+        or one of the keepers it names, names keepers that may keep, and carries a spec
+        its submitter signed: else an executor would claim a planted spec, or claim from
+        keepers a forger named (itself)."""
+        if not self.spec_ok(item.spec, sender):
+            return False
+        if sender != item.spec.submitter and sender not in item.keepers:
+            self.reject("announce_sender", f"{sender} announced {item.spec.pid[:12]}")
+            return False
+        if not self.plausible_keepers(item.keepers):
+            self.reject("bad_keepers", f"{sender} announced {item.spec.pid[:12]} at users")
+            return False
+        return True
+
     def learn_ad(self, ad: ExecutorAd) -> None:
         """Keep ``ad`` unless an ad of its executor as new or newer is known (the caller
-        has checked that the ad is its executor's)."""
+        has checked that the ad is its executor's). Users run nothing: their ads are
+        skipped."""
+        if not self.may_keep(ad.executor_id):
+            return
         known = self.ads.get(ad.executor_id)
         if known is None or known.issued_at < ad.issued_at:
             self.ads[ad.executor_id] = ad
@@ -334,42 +509,55 @@ class ColonyNode:
         return out
 
     def _submit(self, spec: SignedSpec, now: float) -> None:
-        if spec.colony_id != self.membership.colony_id:
-            self.reject("wrong_colony", f"spec for colony {spec.colony_id[:12]}")
+        if not self.spec_ok(spec, self.member_id):
             return
-        parents = tuple(ParentRef(p, self.keepers_for(p)) for p in spec.parents)
-        store = StoreSpec(spec, self.keepers_for(spec.pid), self.ring.version, parents)
-        self.client.submit(store, now)
+        pid = spec.pid
+        if pid in self.client.pending or pid in self.client.acknowledged:
+            return  # already on its way (the client ignores it; keep its placement)
+        # The parents' real keepers (they were placed just before, in this same call):
+        # the child's keepers ask them for the parents' outcomes.
+        parents = tuple(ParentRef(p, self.keepers_of(p)) for p in spec.parents)
+        # A spec this node stored before stays where it is; a new one avoids members
+        # that cannot answer.
+        known = pid in self.placements or pid in self.keeper.records
+        keepers = self.keepers_of(pid) if known else self.placement(pid)
+        self.learn_placement(pid, keepers)
+        self.client.submit(StoreSpec(spec, keepers, self.ring.version, parents), now)
 
     def cancel(self, spec: SignedSpec, reason: str, now: float) -> list[Effect]:
         """End a process that has not started as failed with ``reason`` (a ``fail`` ballot:
         keepers refuse it while an executor holds the lease, and it cannot race a result)."""
         out = self._begin(now)
-        self.proposer.begin(spec, self.keepers_for(spec.pid), 1, "fail", reason=reason)
+        self.proposer.begin(spec, self.keepers_of(spec.pid), 1, "fail", reason=reason)
         return out
 
     def adopt_membership(self, membership: MembershipSet, now: float) -> list[Effect]:
         """A membership set signed locally by an owner or admin (the CLI signs it)."""
         out = self._begin(now)
-        self._adopt(membership, now, from_peer=False)
+        self._adopt((membership,), now, from_peer=False)
         return out
 
     # --- membership ------------------------------------------------------------------------
 
-    def _adopt(self, new: MembershipSet, now: float, from_peer: bool) -> None:
+    def _adopt(self, chain: Sequence[MembershipSet], now: float, from_peer: bool) -> None:
+        """Move to the last version of ``chain``, each version of which must follow the
+        one before (the first, this node's own): see core/catchup.py."""
         current = self.membership
-        if new.version <= current.version:
-            return
         try:
-            current.verify_successor(new)
+            new = follow_chain(current, chain)
         except ColonyError as exc:
             self.reject(exc.code, str(exc))
+            return
+        if new is current:
             return
         added = set(new.member_ids) - set(current.member_ids)
         removed = set(current.member_ids) - set(new.member_ids)
         self.membership = new
         self.ring = KeeperRing(new.version, new.keeper_ids)
         self.persist(MEMBERSHIP, "current", new)
+        for step in chain:  # every version, for members behind this one and for joins
+            self.catchup.history[step.version] = step
+            self.persist(MEMBERSHIP, history_key(step.version), step)
         self.observe("membership", "", {"version": new.version})
         for gone in sorted(removed):
             self.executor.ads_changed(self.ads.pop(gone, None), None)
@@ -382,16 +570,35 @@ class ColonyNode:
         if added and self.executor.ad is not None:
             self.publish(AdAnnounce(self.executor.ad))  # newcomers learn who can run what
 
+    def _on_status(self, sender: str, msg: Status, now: float) -> None:
+        # Only the record's keepers (as this node knows them) tell it an outcome.
+        entitled = sender in self.keepers_of(msg.pid)
+        # A keeper's answer names its record's keepers (or where it moved): the way a
+        # member that does not keep a process finds a record stored off its canonical
+        # set, to cancel it or to ask about it again. Users keep nothing: an answer
+        # naming one is a forgery.
+        if msg.known and sender in msg.keepers and msg.pid not in self.keeper.records:
+            moved = msg.decided is not None and msg.decided.kind == "moved"
+            target = msg.moved_to if moved else msg.keepers
+            if target and self.plausible_keepers(target) and self.plausible_keepers(msg.keepers):
+                self.learn_placement(msg.pid, target)
+        self.keeper.on_status(sender, msg, now)
+        if msg.decided is not None and msg.decided.kind != "moved":
+            rec = self.keeper.records.get(msg.pid)
+            if rec is not None and rec.decided is not None:
+                self.report_result(msg.pid, rec.decided_epoch, rec.decided)
+            elif entitled:
+                self.report_result(msg.pid, msg.decided_epoch, msg.decided)
+
     def _on_offer(self, sender: str, msg: Offer, now: float) -> None:
         item = msg.announce
-        if item.spec.colony_id != self.membership.colony_id:
-            self.reject("wrong_colony", f"offer of colony {item.spec.colony_id[:12]}")
-            return
-        self.executor.on_spec(item, sender, now, msg.rank)
+        if self._announce_ok(item, sender):
+            self.executor.on_spec(item, sender, now, msg.rank)
 
-    def learn_membership(self, membership: MembershipSet, now: float) -> None:
-        """A membership version a peer sent: adopted if it is a valid successor."""
-        self._adopt(membership, now, from_peer=True)
+    def learn_chain(self, chain: Sequence[MembershipSet], now: float) -> None:
+        """Membership versions a peer sent, oldest first: adopted if each follows the one
+        before, the first this node's own (else refused and counted, nothing changed)."""
+        self._adopt(chain, now, from_peer=True)
 
     # --- decisions ---------------------------------------------------------------------------
 
@@ -404,18 +611,31 @@ class ColonyNode:
         self, pid: str, epoch: int, value: Outcome, source: str, now: float, config: str = ""
     ) -> None:
         """A decided outcome, learned from ``source``. A real outcome is the process's, in
-        whichever keeper set it was chosen; a move applies only to the set it moved from."""
-        self.executor.forget(pid)
+        whichever keeper set it was chosen; a move applies only to the set it moved from.
+        Only this node itself and the record's keepers are believed; anyone else's word
+        (the holder's Decide to the submitter: the holder is no keeper) is checked with
+        the keepers first."""
         rec = self.keeper.records.get(pid)
+        entitled = source == self.member_id or source in self.keepers_of(pid)
         if (
             rec is not None
             and rec.decided is None
             and (source == self.member_id or source in rec.keepers)
-            and not (value.kind == "moved" and self.keeper.foreign(rec, config))
+            and not self.keeper.not_our_move(rec, value, config)
         ):
             self.keeper.decide(rec, epoch, value, now)
-        if value.kind != "moved":
-            self.keeper.learn_parent(pid, value, now, share=True)
+        if entitled:
+            self.executor.forget(pid)
+        if value.kind == "moved":
+            return
+        self.keeper.learn_parent(pid, value, now, share=True, source=source)
+        rec = self.keeper.records.get(pid)
+        if rec is not None and rec.decided is not None:
+            self.report_result(pid, rec.decided_epoch, rec.decided)
+        elif entitled:
+            self.report_result(pid, epoch, value)
+        elif rec is None:
+            self._check_with_keepers(pid)
 
     # --- views for drivers and the local API ----------------------------------------------
 

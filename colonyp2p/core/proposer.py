@@ -17,6 +17,7 @@ from colonyp2p.core.messages import (
     Prepare,
     Promise,
     Purpose,
+    Query,
     Refuse,
     Release,
     Renew,
@@ -54,6 +55,17 @@ class Ballot:
     renew_nacks: set[str] = field(default_factory=set)
     move_to: tuple[str, ...] = ()
     reason: str = ""
+    # The membership version of the keepers' records whose promises count (the newest
+    # seen). A record that moved away and back to the same keeper set has the same
+    # config tag as the old one that a keeper cut off from the moves may still hold;
+    # the two are separate Paxos instances, and mixing their promises and accepts
+    # could choose two outcomes (the simulator found it).
+    version: int = -1
+    # For a keeper's own ballot (recover, move, fail): its record's version. A promise
+    # from a newer configuration of the same keeper set means that record moved on
+    # without it; its ballot (a move computed from a stale membership, say) is not for
+    # the newer record, so it is dropped.
+    expect: int | None = None
 
     @property
     def needed(self) -> int:
@@ -80,11 +92,15 @@ class Proposer:
         *,
         move_to: tuple[str, ...] = (),
         reason: str = "",
+        version: int | None = None,
     ) -> bool:
+        """``version``: a keeper's ballot on its own record of that membership version
+        (see Ballot.expect)."""
         pid = spec.pid
         if pid in self.ballots:
             return False
         b = Ballot(spec, pid, epoch, purpose, keepers, move_to=move_to, reason=reason)
+        b.expect = version
         self.ballots[pid] = b
         self._send_prepare(b, self.node.now)
         return True
@@ -116,6 +132,21 @@ class Proposer:
             return
         if b.phase != "prepare":
             return
+        if msg.config_version < b.version:
+            # an older configuration's record (its hand-off has not reached it yet)
+            self.node.send(sender, Release(msg.pid, msg.epoch))
+            return
+        if b.expect is not None and msg.config_version > b.expect:
+            self.node.send(sender, Release(msg.pid, msg.epoch))
+            self._finish(b, release=True)
+            self.node.keeper.superseded(b.pid)
+            return
+        if msg.config_version > b.version:
+            stale = b.promises
+            b.promises = {}
+            b.version = msg.config_version
+            for keeper in stale:
+                self.node.send(keeper, Release(msg.pid, msg.epoch))
         b.promises[sender] = msg
         if len(b.promises) >= b.needed:
             self._promised(b, now)
@@ -174,9 +205,35 @@ class Proposer:
             return
         if msg.reason == "moved":
             self._finish(b, release=True)
-            node.executor.on_moved(b.spec, msg.moved_to, now)
+            if b.purpose == "claim":
+                node.executor.on_moved(b.spec, msg.moved_to, now)
+            else:
+                # A keeper's own ballot: its record may be one its fellows already moved
+                # on (a late Install made it after the move). Their Status says so, and
+                # the record then learns its move instead of trying again for ever.
+                node.send(sender, Query(b.pid))
             return
-        if b.hopeless(len(b.refusals)):
+        self._refused(b, now)
+
+    def _unreachable(self, b: Ballot) -> int:
+        """Keepers that have not answered and that this node thinks cannot answer."""
+        node = self.node
+        return sum(
+            1
+            for k in b.keepers
+            if k not in b.promises
+            and k not in b.refusals
+            and (k in node.lost or node.unavailable(k) or not node.membership.is_member(k))
+        )
+
+    def _refused(self, b: Ballot, now: float) -> None:
+        """Phase 1 ends once a majority can no longer promise: counting the keepers that
+        cannot answer, and not only once they do not after every resend. Its promises
+        are released at once: held for the rest of the resends, they made two keepers'
+        ballots (say, moves) refuse each other as leased in turn, for ever (the
+        simulator found it)."""
+        node = self.node
+        if b.hopeless(len(b.refusals) + self._unreachable(b)):
             self._finish(b, release=True)
             reasons = {r.reason for r in b.refusals.values()}
             retry_epoch = max(r.promised for r in b.refusals.values()) + 1
@@ -191,6 +248,7 @@ class Proposer:
                         b.purpose,
                         move_to=b.move_to,
                         reason=b.reason,
+                        version=b.expect,
                     )
             elif b.purpose == "claim":
                 node.executor.claim_refused(b.pid, now)
@@ -250,6 +308,8 @@ class Proposer:
         if b is None or b.phase != "accept" or b.value is None:
             return
         if msg.ok:
+            if msg.config_version != b.version:
+                return  # another configuration's record (see Ballot.version)
             b.accepts.add(sender)
             if len(b.accepts) >= b.needed:
                 self._decided(b, now)
@@ -282,6 +342,10 @@ class Proposer:
             return
         if now < b.sent_at + self._timeout(b) - 1e-9 and b.phase == "prepare":
             return
+        if b.phase == "prepare" and b.refusals:
+            self._refused(b, now)  # those that did not answer may be known unreachable now
+            if self.ballots.get(pid) is not b:
+                return
         b.resends += 1
         if b.resends > MAX_RESENDS:
             # Keepers unreachable: give up; leases we got expire, keepers recover accepted values.

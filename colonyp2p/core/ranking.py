@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from colonyp2p.identity import dht_key
@@ -32,9 +32,31 @@ class KeeperRing:
         self.keys = tuple((dht_key(m), m) for m in self.members)
 
     def keepers_for(self, pid: str, k: int) -> tuple[str, ...]:
+        """The canonical keepers of ``pid``: the ``k`` XOR-closest members, closest first."""
         target = pid_key(pid)
         best = heapq.nsmallest(k, self.keys, key=lambda km: km[0] ^ target)
         return tuple(m for _, m in best)
+
+    def available_keepers_for(
+        self, pid: str, k: int, unavailable: Callable[[str], bool]
+    ) -> tuple[str, ...]:
+        """The ``k`` XOR-closest members for which ``unavailable`` is false, closest first;
+        where fewer are available, the closest unavailable ones fill the set (so it is
+        the canonical set when none is available). Deterministic given ``unavailable``."""
+        target = pid_key(pid)
+        keys = self.keys
+        take = min(2 * k, len(keys))
+        while True:
+            best = heapq.nsmallest(take, keys, key=lambda km: km[0] ^ target)
+            chosen = [m for _, m in best if not unavailable(m)][:k]
+            if len(chosen) == k or take >= len(keys):
+                break
+            take = min(2 * take, len(keys))  # more were skipped than we looked past
+        if len(chosen) < k:
+            fill = [m for _, m in best if m not in chosen][: k - len(chosen)]
+            picked = set(chosen).union(fill)
+            return tuple(m for _, m in best if m in picked)
+        return tuple(chosen)
 
 
 @lru_cache(maxsize=65536)

@@ -9,11 +9,13 @@ carries one): type tests with ``type(x) is``, no allocation when a value is fine
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from colonyp2p.errors import ValidationError
 
 INT64_MAX = 2**63 - 1
+FLOAT_MAX = sys.float_info.max  # the default bounds of as_float: any finite float
 # CBOR encodes integers in [-2**64, 2**64 - 1] without a bignum tag; JSON users
 # rarely need more, and the codec's strict decoding would refuse a tag.
 CBOR_INT_MIN = -(2**64)
@@ -31,14 +33,20 @@ def set_field(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-def check_int(value: object, field: str, lo: int, hi: int = INT64_MAX) -> None:
-    """An int (not a bool) in [lo, hi]."""
+def check_int(
+    value: object,
+    field: str,
+    lo: int,
+    hi: int = INT64_MAX,
+    *,
+    unit: str = "",
+    no_limit: int | None = None,
+) -> None:
+    """An int (not a bool) in [lo, hi], or exactly ``no_limit`` if one is given."""
     if type(value) is not int:
         raise ValidationError(f"must be an integer, got {type(value).__name__}", field)
-    if not lo <= value <= hi:
-        if hi == INT64_MAX:
-            raise ValidationError(f"must be at least {lo}, got {value}", field)
-        raise ValidationError(f"must be between {lo} and {hi}, got {value}", field)
+    if not lo <= value <= hi and value != no_limit:
+        raise ValidationError(_refusal(value, lo, hi, INT64_MAX, unit, no_limit), field)
 
 
 def check_bool(value: object, field: str) -> None:
@@ -47,21 +55,47 @@ def check_bool(value: object, field: str) -> None:
         raise ValidationError(f"must be true or false, got {type(value).__name__}", field)
 
 
-def as_float(value: object, field: str) -> float:
-    """A finite number as a float.
+def as_float(
+    value: object,
+    field: str,
+    lo: float = -FLOAT_MAX,
+    hi: float = FLOAT_MAX,
+    *,
+    unit: str = "",
+    no_limit: float | None = None,
+) -> float:
+    """A number in [lo, hi] (finite, whatever the bounds), or exactly ``no_limit``, as a float.
 
     Float fields must hold floats: canonical CBOR encodes ``-1`` and ``-1.0``
     differently, and the codec decodes every float field as a float, so an int
     left in a float field would change the bytes (and break the signature) after
     one trip over the wire.
     """
-    if type(value) is float:
-        if not math.isfinite(value):
-            raise ValidationError("must be a finite number", field)
-        return value
-    if type(value) is int:
-        return float(value)
+    if type(value) is float or type(value) is int:
+        # False for nan; exact for ints of any size; and the bounds are finite, so a
+        # value that passes is finite and float() cannot overflow on it.
+        if lo <= value <= hi or value == no_limit:
+            return float(value)
+        raise ValidationError(_refusal(value, lo, hi, FLOAT_MAX, unit, no_limit), field)
     raise ValidationError(f"must be a number, got {type(value).__name__}", field)
+
+
+def _refusal(
+    value: float, lo: float, hi: float, top: float, unit: str, no_limit: float | None
+) -> str:
+    """What check_int and as_float accept and what they got: one message for every refusal."""
+    if lo == -top and hi == top:
+        allowed = "a finite number"
+    elif hi == top and not value > hi:  # the type's own maximum goes unsaid unless passed
+        allowed = f"at least {lo}{unit}"
+    else:
+        allowed = f"between {lo} and {hi}{unit}"
+    if no_limit is not None:
+        allowed = f"{no_limit} (no limit) or {allowed}"
+    got = str(value)
+    if len(got) > 24:  # a JSON integer may have hundreds of digits
+        got = f"{got[:8]}... ({len(got)} digits)"
+    return f"must be {allowed}, got {got}"
 
 
 def check_str(value: object, field: str, max_len: int = 4096, nonempty: bool = False) -> None:

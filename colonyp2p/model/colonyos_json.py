@@ -8,7 +8,10 @@ field's spelling), fs dirs may be written absolute ("/data" is the working
 directory's "data") and fs labels without their leading "/". Keys it does not
 know are ignored, not refused (ColonyOS keeps adding fields): their JSON paths
 are appended to ``ignored`` when a list is given, and logged otherwise.
-ColonyOS's "unlimited" maxretries (-1) is read as ``spec.MAX_RETRIES``.
+ColonyOS's "unlimited" maxretries (-1) is read as ``spec.MAX_RETRIES``. This is
+the JSON of the local API too, so -1 means the same there. Other negative
+numbers mean nothing in ColonyOS and are refused, as are values outside the
+ranges ``spec`` states (maxexectime -5 or 1e308, walltime beyond a year, ...).
 
 Anything else that is wrong raises ValidationError whose field is the JSON path
 of the bad value, such as ``functionspecs[2].conditions.mem``.
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from colonyp2p.errors import ValidationError
+from colonyp2p.model.checks import check_int
 from colonyp2p.model.spec import (
     MAX_RETRIES,
     Conditions,
@@ -209,7 +213,9 @@ class _Reader:
         obj = self.obj(data, at)
         self.unknown(obj, _SPEC_KEYS, at)
         maxretries = self.integer(obj, "maxretries", at, 0)
-        if maxretries < 0:
+        # ColonyOS retries for ever at -1 only: any other negative number is a mistake.
+        check_int(maxretries, _join(at, "maxretries"), 0, MAX_RETRIES, no_limit=_NOTSET)
+        if maxretries == _NOTSET:
             self.notes.append(
                 f"{_join(at, 'maxretries')}: ColonyOS's unlimited retries ({maxretries}) "
                 f"read as {MAX_RETRIES}"
@@ -387,7 +393,9 @@ class _Reader:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValidationError(f"must be a number, got {_json_type(value)}", _join(at, key))
-        return float(value)
+        # Not float(value): the model checks the range first, and float() of a huge JSON
+        # integer would raise OverflowError instead of naming the field.
+        return value
 
     def seconds(self, obj: Mapping[str, Any], key: str, at: str) -> int:
         value = obj.get(key)

@@ -3,7 +3,10 @@
 The colony id is derived from the owner's public key, so the owner is fixed
 for the life of a colony: a membership set whose owner does not derive its
 colony id is invalid, and no update can remove, demote or replace the owner.
-A higher version replaces a lower one; a revoked member is absent from it.
+A member moves from version v to v + 1 only: each version is judged by the one
+before it (its signer must be an owner or admin there), so a member that missed
+versions needs every one between, and a revoked admin, absent from (or demoted in)
+the version that revoked it, can sign nothing that follows that version.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Literal, get_args
 
-from colonyp2p.errors import StaleMembership, Unauthorized, ValidationError
+from colonyp2p.errors import MembershipGap, StaleMembership, Unauthorized, ValidationError
 from colonyp2p.identity import Identity, is_member_id, public_key_from_member_id, verify
 from colonyp2p.model.checks import as_float, as_tuple, check_int, check_str, set_field
 from colonyp2p.model.signing import unsigned_bytes
@@ -273,10 +276,13 @@ class MembershipSet:
         self.verify_signature()
 
     def verify_successor(self, new: MembershipSet) -> None:
-        """Check that ``new`` may replace this version.
+        """Check that ``new`` is the next version after this one: version + 1 exactly,
+        signed by an owner or admin of this version.
 
-        The signer's authority is judged by this (older) version: a node that
-        skipped versions accepts what an admin of the version it has signed.
+        Only the version just before can judge a signer: an admin revoked in version 9
+        is still an admin of version 8, so a member at 8 that accepted a jump to any
+        later version signed by it would follow the revoked admin (a jump to 2^63 - 1
+        would even shut the genuine versions out for good).
         """
         if new.colony_id != self.colony_id:
             raise StaleMembership(
@@ -284,6 +290,12 @@ class MembershipSet:
             )
         if new.version <= self.version:
             raise StaleMembership(f"version {new.version} does not replace version {self.version}")
+        if new.version != self.version + 1:
+            first, last = self.version + 1, new.version - 1
+            missing = f"version {first} is" if first == last else f"versions {first} to {last} are"
+            raise MembershipGap(
+                f"version {new.version} does not follow version {self.version}: {missing} missing"
+            )
         signer_role = self.role_of(new.signer)
         if signer_role not in ADMIN_ROLES:
             raise Unauthorized(
@@ -292,6 +304,16 @@ class MembershipSet:
             )
         new.check_owner_derives_colony_id()
         new.verify_signature()
+
+
+def follow_chain(current: MembershipSet, chain: Iterable[MembershipSet]) -> MembershipSet:
+    """The last version of ``chain`` once each was checked as the successor of the one
+    before it, the first as the successor of ``current``; raises what the first step
+    that fails raises (an empty chain leaves ``current``)."""
+    for new in chain:
+        current.verify_successor(new)
+        current = new
+    return current
 
 
 _ONE_OWNER = "a colony has one owner, the key its id derives from; it cannot be given away"

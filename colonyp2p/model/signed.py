@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from colonyp2p import codec
-from colonyp2p.errors import ValidationError
+from colonyp2p.errors import ColonyError, ValidationError
 from colonyp2p.identity import Identity, verify
 from colonyp2p.model.checks import as_float, as_str_tuple, check_str, set_field
 from colonyp2p.model.signing import unsigned_bytes
@@ -69,7 +69,22 @@ class SignedSpec:
 
     def verify(self) -> None:
         """Raise BadSignature unless the submitter signed exactly this spec, colony and nonce."""
+        _ = self._verified
+
+    def valid(self) -> bool:
+        """Whether the submitter signed exactly this spec (``verify`` without raising)."""
+        try:
+            return self._verified
+        except ColonyError:
+            return False
+
+    @cached_property
+    def _verified(self) -> bool:
+        # Immutable, so one successful check holds for the object's life: every member a
+        # spec reaches checks it wherever it enters (submit, StoreSpec, Install,
+        # announcements), and the simulator hands one object to many members.
         verify(self.submitter, unsigned_bytes(self), self.signature)
+        return True
 
     @cached_property
     def pid(self) -> str:

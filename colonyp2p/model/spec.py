@@ -2,13 +2,24 @@
 
 Units are normalised on the way in (ColonyOS writes cpu as "500m" and mem as
 "10Gi"): cpu in millicores, memory and storage in bytes, times in seconds.
-A time limit of 0 or less means "no limit", as in ColonyOS (-1).
 
 Every class validates itself in ``__post_init__`` and raises ValidationError
 naming the bad field, so a spec that exists is a spec the colony accepts.
 Lists given where tuples are expected are turned into tuples, and ints given
 for float fields into floats, so that an object and its decoded copy are equal
 and encode to the same bytes.
+
+Every number has a stated range (docs/DAEMON.md lists them for users); a value
+outside it (negative, NaN, infinite, too large) is refused saying what is allowed:
+
+- maxwaittime, maxexectime: -1 (NO_LIMIT, ColonyOS's "no limit") or 0 (no limit
+  too, as in ColonyOS), else seconds up to MAX_SECONDS, fractions allowed.
+- conditions.walltime: 0 (none) or whole seconds up to MAX_SECONDS.
+- maxretries: 0 to MAX_RETRIES. ColonyOS JSON's -1 ("unlimited") is read as
+  MAX_RETRIES by colonyos_json; a FunctionSpec holds no -1.
+- priority: MIN_PRIORITY to MAX_PRIORITY.
+- the counts and amounts of conditions and gpu: 0 (no constraint) to INT64_MAX,
+  ColonyOS's Go int64.
 """
 
 from __future__ import annotations
@@ -39,6 +50,13 @@ MAX_PATH = 4096
 # int64 nanoseconds, which overflows near 106,000 days: stay well inside it.
 MIN_PRIORITY = -100_000
 MAX_PRIORITY = 100_000
+# Time limits (maxwaittime, maxexectime, walltime) are at most a year, as an invitation
+# is: a longer one is a mistake rather than a plan (-1 says "no limit"), and a year
+# stays far inside what every consumer of a limit holds (ColonyOS's Go time.Duration,
+# int64 nanoseconds, overflows after 292 years; Slurm's --time, Kubernetes's
+# activeDeadlineSeconds), where 1e308 would overflow or be refused by them.
+MAX_SECONDS = 365 * 24 * 3600
+NO_LIMIT = -1  # a time limit that means none, as in ColonyOS; 0 means none too
 # A retry re-runs the function somewhere else; ColonyOS's "unlimited" (-1) is
 # read as this many (see colonyos_json).
 MAX_RETRIES = 1000
@@ -95,7 +113,7 @@ class Conditions:
         check_int(self.storage, "storage", 0)
         if not isinstance(self.gpu, Gpu):
             raise ValidationError(f"must be a Gpu, got {type(self.gpu).__name__}", "gpu")
-        check_int(self.walltime, "walltime", 0)
+        check_int(self.walltime, "walltime", 0, MAX_SECONDS, unit=" seconds")
         deps = as_str_tuple(self.dependencies, "dependencies", MAX_NAME)
         set_field(self, "dependencies", deps)
         if deps:
@@ -285,8 +303,11 @@ class FunctionSpec:
             raise ValidationError(f"must be a map, got {type(self.kwargs).__name__}", "kwargs")
         size += plain_size(self.kwargs, "kwargs")
         check_int(self.priority, "priority", MIN_PRIORITY, MAX_PRIORITY)
-        set_field(self, "maxwaittime", as_float(self.maxwaittime, "maxwaittime"))
-        set_field(self, "maxexectime", as_float(self.maxexectime, "maxexectime"))
+        for name in ("maxwaittime", "maxexectime"):
+            limit = as_float(
+                getattr(self, name), name, 0, MAX_SECONDS, unit=" seconds", no_limit=NO_LIMIT
+            )
+            set_field(self, name, limit)
         check_int(self.maxretries, "maxretries", 0, MAX_RETRIES)
         if not isinstance(self.conditions, Conditions):
             raise ValidationError(
