@@ -18,6 +18,7 @@ from colonyp2p.core.messages import (
     ParentRef,
     Prepare,
     Promise,
+    Purpose,
     Query,
     Refuse,
     SpecAnnounce,
@@ -178,6 +179,10 @@ def test_the_submitter_takes_an_outcome_only_from_the_record_s_keepers() -> None
     forged = Status(spec.pid, True, "successful", 1, FORGED, 1, keepers=(M.member_id,))
     assert not _results(client.on_message(M.member_id, forged, 4.0))
     assert client.keepers_of(spec.pid) == keepers
+    # a Decide about a process this node did not submit makes it ask nobody
+    other = _spec(nonce=b"not mine")
+    effects = client.on_message(M.member_id, Decide(other.pid, 1, FORGED), 5.0)
+    assert not _results(effects) and not _sent(effects, Query)
 
 
 def test_a_forged_status_does_not_redirect_where_a_record_is() -> None:
@@ -222,7 +227,8 @@ def test_fail_recover_and_move_ballots_only_from_keepers_or_a_cancelling_submitt
     node = _keeper_with(spec)
     node.on_message(SUBMITTER.member_id, StoreSpec(other, node.keepers_for(other.pid), 1), 2.0)
     tag = config_tag(node.keepers_of(other.pid))
-    for epoch, purpose in enumerate(("fail", "recover", "move"), start=1):
+    purposes: tuple[Purpose, ...] = ("fail", "recover", "move")
+    for epoch, purpose in enumerate(purposes, start=1):
         effects = node.on_message(M.member_id, Prepare(other.pid, epoch, purpose, tag), 3.0)
         assert _rejects(effects) == ["ballot_sender"], purpose
     rec = node.record(other.pid)

@@ -125,6 +125,10 @@ class ColonyNode:
         self.placements: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._results: OrderedDict[str, None] = OrderedDict()
         self._checking: OrderedDict[str, None] = OrderedDict()
+        # this node's own submissions (volatile, most recent kept): a Decide from a sender
+        # we cannot judge is checked with the keepers only for these, so a forged Decide
+        # about anything else costs nothing (it cannot make us query k keepers)
+        self._mine: OrderedDict[str, None] = OrderedDict()
         self._valid_specs: OrderedDict[str, None] = OrderedDict()
         self.keeper = KeeperRole(self, dict(durable.get(RECORDS, {})))
         self.proposer = Proposer(self)
@@ -260,7 +264,7 @@ class ColonyNode:
     def _check_with_keepers(self, pid: str) -> None:
         """A decision from a sender we cannot judge (the holder's Decide to the submitter):
         ask the record's keepers, whose answers (pushed once they decide) we can."""
-        if pid in self._results or pid in self._checking:
+        if pid in self._results or pid in self._checking or pid not in self._mine:
             return
         self._checking[pid] = None
         if len(self._checking) > RESULTS_KEPT:
@@ -519,6 +523,9 @@ class ColonyNode:
         parents = tuple(ParentRef(p, self.keepers_of(p)) for p in spec.parents)
         # A spec this node stored before stays where it is; a new one avoids members
         # that cannot answer.
+        self._mine[pid] = None
+        if len(self._mine) > PLACEMENTS_KEPT:
+            self._mine.popitem(last=False)
         known = pid in self.placements or pid in self.keeper.records
         keepers = self.keepers_of(pid) if known else self.placement(pid)
         self.learn_placement(pid, keepers)
