@@ -86,6 +86,8 @@ class DaemonBackend:
                 "running": len(node.executor.active),
             },
             "records": len(node.keeper.records),
+            # the lines of processes this node keeps, within its budget (node/logs.py)
+            "logs": d.kept_logs.status(),
             "rejected": {**transport.rejections.as_dict(), **dict(node.counters)},
             # what peers sent that was refused, by protocol and reason (node/gate.py)
             "refused": transport.rejections.by_protocol_dict(),

@@ -415,13 +415,16 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
         """What a process printed (its executor sends it to the submitting node)."""
+        from colonyp2p.node.logs import printable
+
         shown = 0
         with client(Home(home)) as api, friendly():
             pid = process_id(api, pid)
             while True:
                 process = api.process(pid)
                 for line in process.get("logs", [])[shown:]:
-                    print(line, flush=True)
+                    # another member's bytes: no escape sequence reaches the terminal
+                    print(printable(str(line)), flush=True)
                     shown += 1
                 if not follow or process["state"] in FINAL:
                     return

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import platform
+import re
 import sqlite3
 import time
 from collections import OrderedDict, deque
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import outcome
 import trio
 
+from colonyp2p import codec
 from colonyp2p.core.effects import (
     CancelExecution,
     Effect,
@@ -42,6 +44,7 @@ from colonyp2p.core.effects import (
     SetTimer,
     StartExecution,
 )
+from colonyp2p.core.matching import unmet_condition
 from colonyp2p.core.messages import (
     MAX_BATCH,
     Accept,
@@ -73,13 +76,15 @@ from colonyp2p.identity import Identity
 from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.membership import MembershipSet
 from colonyp2p.model.signed import SignedSpec
-from colonyp2p.node import api
+from colonyp2p.model.spec import FunctionSpec
+from colonyp2p.node import api, logs
 from colonyp2p.node.admission import Admission, serve_joins
-from colonyp2p.node.backend import DaemonBackend
+from colonyp2p.node.backend import SUBMITTED, DaemonBackend
 from colonyp2p.node.discovery import Discovery
 from colonyp2p.node.fs import FsService
 from colonyp2p.node.home import Config, Home, HomeError
 from colonyp2p.node.ports import remember_ports, sticky_ports
+from colonyp2p.node.quotas import Buckets
 from colonyp2p.node.redial import Redialer
 from colonyp2p.node.store import Store
 from colonyp2p.node.supervise import Health, supervise
@@ -99,12 +104,14 @@ ADDRS_FIRST = (1.0, 2.0, 4.0)  # seconds between the first announcements after s
 DISCOVER_EVERY = 60.0  # seconds between looks for members in the DHT
 PUBLISH_RATE = 50.0  # gossip publications per second at most (py-libp2p drops bursts)
 EVENTS_KEPT = 10_000
-LOG_PIDS_KEPT = 10_000  # processes whose printed lines the node keeps for the API
-MAX_LOG_LINES_KEPT = 10_000  # per process
 OUTCOMES_KEPT = 100_000
 LOG_EVERY = 0.25  # seconds between log batches to submitters
 LOG_BATCH = 500  # lines per batch
-MAX_LOG_LINE = 4096
+# Lines from other members wait here while the store says whether this node submitted
+# their process (the rest is refused, counted as busy); the answers are remembered.
+LOG_CHECKS_WAITING = 256
+LOG_CHECKS_BYTES = 16 * 1024 * 1024  # and at most this much of them
+SPECS_REMEMBERED = 10_000  # of this node's submissions, and of pids that are not
 STATUS_RECHECK = 0.05  # s: how often status_of looks whether a keeper it waits for is lost
 # messages that ask and state nothing this node has yet to make durable (see _carry_out)
 REQUESTS = (StoreSpec, Prepare, Accept, Decide, Renew, Release, Query, Offer)
@@ -126,9 +133,29 @@ class NotInAColony(ColonyError):
 
 @dataclass
 class _LogBuffer:
+    """What a run printed and its submitter has yet to get: ``lines`` not sent yet,
+    ``sent`` sent before them; no more than a submitter keeps of a process
+    (node/logs.py), then a note saying so."""
+
     submitter: str
     lines: list[str] = field(default_factory=list)
     sent: int = 0
+    bytes: int = 0
+    full: bool = False
+    done: bool = False  # the run ended: dropped once everything is sent
+
+    def add(self, line: str) -> None:
+        if self.full:
+            return
+        n = logs.size(line)
+        total = self.sent + len(self.lines) + 1
+        if total >= logs.LINES_PER_PROCESS or self.bytes + n > (
+            logs.BYTES_PER_PROCESS - logs.size(logs.CAP_NOTE)
+        ):
+            self.full = True
+            line, n = logs.CAP_NOTE, logs.size(logs.CAP_NOTE)
+        self.lines.append(line)
+        self.bytes += n
 
 
 @dataclass(frozen=True)
@@ -173,13 +200,22 @@ class Daemon:
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.outcomes: dict[str, Outcome] = {}  # results this node learned, newest last
         self._logs: dict[tuple[str, int], _LogBuffer] = {}
-        self._log_seen: dict[tuple[str, int], int] = {}
+        # lines from other members: who may send them, how much, and what is kept
+        self.kept_logs = logs.KeptLogs()
+        self._log_rates = Buckets(logs.LOG_RATE, logs.LOG_BURST)
+        self._ship_rates = Buckets(logs.SHIP_RATE, logs.SHIP_BURST)
+        self._mine: OrderedDict[str, FunctionSpec] = OrderedDict()  # this node submitted
+        self._not_mine: OrderedDict[str, None] = OrderedDict()
+        checks_send, checks_recv = trio.open_memory_channel[tuple[str, LogLines]](
+            LOG_CHECKS_WAITING
+        )
+        self._log_checks_send, self._log_checks = checks_send, checks_recv
+        self._log_checks_bytes = 0
         self.event_seq = 0
         self._event_added = trio.Event()
-        # what API calls wait for, and the lines each process printed, by pid: looked up,
-        # never scanned for in ``events``, which a busy node refills every second
+        # what API calls wait for, by pid: looked up, never scanned for in ``events``,
+        # which a busy node refills every second
         self._expected: dict[tuple[str, str], trio.Event] = {}
-        self._log_lines: OrderedDict[str, list[str]] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         self.started_at = 0.0
         self.api_port = 0
@@ -306,6 +342,7 @@ class Daemon:
                 nursery.start_soon(supervise, "publisher", self._publisher, health)
                 nursery.start_soon(supervise, "addresses", self._announce_addrs, health)
                 nursery.start_soon(supervise, "logs", self._ship_logs, health)
+                nursery.start_soon(supervise, "log-checks", self._check_logs, health)
                 self._event("started", "", {"member": self.identity.member_id})
                 self.home.publish_runtime(
                     {
@@ -359,7 +396,7 @@ class Daemon:
 
     def _on_message(self, sender: str, msg: Message) -> None:
         if isinstance(msg, LogLines):
-            self._received_logs(msg)
+            self._received_logs(sender, msg)
             return
         if isinstance(msg, Status):
             for waiter in self._status_waiters.get(msg.pid, ()):
@@ -593,7 +630,8 @@ class Daemon:
     # --- logs ------------------------------------------------------------------------
 
     async def _ship_logs(self) -> None:
-        """Send what running processes printed to their submitters, in batches."""
+        """Send what running processes printed to their submitters, in batches, at most
+        SHIP_RATE a second to each (below what a submitter takes from one sender)."""
         while True:
             await trio.sleep(LOG_EVERY)
             for pid, epoch in list(self._logs):
@@ -601,18 +639,159 @@ class Daemon:
 
     def _flush_logs(self, pid: str, epoch: int) -> None:
         buf = self._logs.get((pid, epoch))
-        if buf is None or buf.sent == len(buf.lines) or buf.submitter == self.identity.member_id:
+        if buf is None:
             return
-        lines = tuple(buf.lines[buf.sent : buf.sent + LOG_BATCH])
-        self._outbox(buf.submitter).send_nowait(LogLines(pid, epoch, buf.sent, lines))
-        buf.sent += len(lines)
+        if buf.submitter == self.identity.member_id:
+            buf.lines.clear()  # kept here already (_keep_line)
+        now = trio.current_time()
+        while buf.lines:
+            budget = self._ship_rates.available(buf.submitter, now)
+            batch: list[str] = []
+            spent = logs.MESSAGE_COST
+            for line in buf.lines[:LOG_BATCH]:
+                more = logs.size(line) + logs.LINE_COST
+                if spent + more > budget:
+                    break
+                batch.append(line)
+                spent += more
+            if not batch or not self._ship_rates.take(buf.submitter, spent, now):
+                break  # the rest in a later round
+            self._outbox(buf.submitter).send_nowait(LogLines(pid, epoch, buf.sent, tuple(batch)))
+            buf.sent += len(batch)
+            del buf.lines[: len(batch)]
+        if buf.done and not buf.lines:
+            del self._logs[(pid, epoch)]
 
-    def _received_logs(self, msg: LogLines) -> None:
-        seen = self._log_seen.get((msg.pid, msg.epoch), 0)
+    def _keep_line(self, pid: str, epoch: int, line: str) -> None:
+        """Keep a line ``pid`` printed (for the API, within node/logs.py's caps) and make
+        it an event; lines beyond the caps are neither."""
+        kept = self.kept_logs.add(pid, line)
+        if kept is not None:
+            self._event("log", pid, {"line": kept, "epoch": epoch})
+
+    def _received_logs(self, sender: str, msg: LogLines) -> None:
+        """Lines a member sent of a process: taken only for a process this node
+        submitted, from a member entitled to run it, within the sender's rate (see
+        node/logs.py); the rest is refused, counted, and changes nothing. Lines that
+        are taken, or need the store asked, cost the sender (a refusal decided at once
+        costs it nothing more than the message's decoding already did)."""
+        try:
+            spec = self._my_spec(msg.pid)
+            if spec is _UNKNOWN:
+                cost = self._charge(sender, msg)
+                if self._log_checks_bytes + cost > LOG_CHECKS_BYTES:
+                    raise logs.LogsBusy("too many log lines already wait for a check")
+                try:  # the store knows: asked in _check_logs
+                    self._log_checks_send.send_nowait((sender, msg))
+                except trio.WouldBlock:
+                    raise logs.LogsBusy(
+                        f"{LOG_CHECKS_WAITING} batches of log lines already wait for a check"
+                    ) from None
+                self._log_checks_bytes += cost
+                return
+            self._take_logs(sender, msg, spec, charged=False)
+        except logs.LogRefused as exc:
+            self._refuse_logs(sender, exc)
+
+    def _charge(self, sender: str, msg: LogLines) -> int:
+        """Take what ``msg`` costs from ``sender``'s bucket (the cost), or refuse it."""
+        cost = logs.cost(msg.lines)
+        if not self._log_rates.take(sender, cost, trio.current_time()):
+            raise logs.LogRateLimited(
+                f"{sender} sent more log lines than this node takes from one member "
+                f"({logs.LOG_RATE // 1024} KiB a second after {logs.LOG_BURST // 2**20} MiB)"
+            )
+        return cost
+
+    def _refuse_logs(self, sender: str, exc: logs.LogRefused) -> None:
+        # counted by reason under refused.logs; logged once per reason, then at debug
+        if self.transport is not None:
+            self.transport.refused("logs", sender, exc)
+
+    async def _check_logs(self) -> None:
+        """Lines of processes this node has not looked up yet: whether it submitted them
+        is in the store (the API's ``submitted:`` rows), asked one batch at a time."""
+        async for sender, msg in self._log_checks:
+            self._log_checks_bytes -= logs.cost(msg.lines)
+            spec = self._my_spec(msg.pid)
+            if spec is _UNKNOWN:
+                raw = await trio.to_thread.run_sync(self.store.get_meta, SUBMITTED + msg.pid)
+                spec = None
+                with contextlib.suppress(ColonyError):  # a row it cannot read: not taken
+                    signed = None if raw is None else _signed_spec(raw)
+                    if (
+                        signed
+                        and signed.pid == msg.pid
+                        and signed.submitter == self.identity.member_id
+                    ):
+                        spec = signed.spec
+                self._remember_spec(msg.pid, spec)
+            try:
+                self._take_logs(sender, msg, spec, charged=True)
+            except logs.LogRefused as exc:
+                self._refuse_logs(sender, exc)
+
+    def _remember_spec(self, pid: str, spec: FunctionSpec | None) -> None:
+        table: OrderedDict[str, Any] = self._not_mine if spec is None else self._mine
+        table[pid] = spec
+        table.move_to_end(pid)
+        while len(table) > SPECS_REMEMBERED:
+            table.popitem(last=False)
+
+    def _my_spec(self, pid: str) -> object:
+        """The spec of ``pid`` if this node submitted it, None if it did not, _UNKNOWN
+        when only the store can tell."""
+        spec = self._mine.get(pid)
+        if spec is not None:
+            self._mine.move_to_end(pid)
+            return spec
+        if pid in self._not_mine or not _PID.fullmatch(pid):
+            return None
+        node = self.node
+        if node is not None:
+            rec = node.record(pid)
+            pending = node.client.pending.get(pid)
+            signed = rec.spec if rec is not None else pending.spec if pending else None
+            if signed is not None:
+                mine = signed.spec if signed.submitter == self.identity.member_id else None
+                self._remember_spec(pid, mine)
+                return mine
+        return _UNKNOWN
+
+    def _take_logs(self, sender: str, msg: LogLines, spec: object, *, charged: bool) -> None:
+        if not isinstance(spec, FunctionSpec):
+            raise logs.NotSubmittedHere(
+                f"{sender} sent log lines of process {msg.pid[:64]!r}, which this node did "
+                "not submit"
+            )
+        why = self._not_entitled(sender, msg.pid, msg.epoch, spec)
+        if why:
+            raise logs.NotEntitled(f"log lines of process {msg.pid[:16]} refused: {why}")
+        if not charged:
+            self._charge(sender, msg)
+        seen = self.kept_logs.seen(msg.pid, msg.epoch)
         for n, line in enumerate(msg.lines, start=msg.first):
             if n >= seen:  # a resent batch repeats nothing
-                self._event("log", msg.pid, {"line": line[:MAX_LOG_LINE], "epoch": msg.epoch})
-        self._log_seen[(msg.pid, msg.epoch)] = max(seen, msg.first + len(msg.lines))
+                self._keep_line(msg.pid, msg.epoch, line)
+        self.kept_logs.saw(msg.pid, msg.epoch, msg.first + len(msg.lines))
+
+    def _not_entitled(self, sender: str, pid: str, epoch: int, spec: FunctionSpec) -> str:
+        """Why ``sender`` may not send lines of ``pid``'s run ``epoch`` ("" if it may): the
+        lease holder of that epoch where this node keeps the record and knows it, else a
+        member whose executor ad matches the spec."""
+        node = self.node
+        if node is None:
+            return "the node is starting"
+        rec = node.record(pid)
+        if rec is not None and rec.holder and rec.promised == epoch:
+            if sender == rec.holder:
+                return ""
+            return f"{sender} does not hold its lease of epoch {epoch} ({rec.holder} does)"
+        ad = node.ads.get(sender)
+        if ad is None:
+            return f"{sender} announced no executor"
+        unmet = unmet_condition(spec, ad)
+        return f"{sender}'s executor cannot run it: {unmet}" if unmet else ""
 
     # --- executions ------------------------------------------------------------------
 
@@ -627,6 +806,7 @@ class Daemon:
         spec = e.spec.spec
         result = None
         workdir = self.home.root / "work" / e.pid[:32]
+        buf = self._logs[(e.pid, e.epoch)] = _LogBuffer(e.spec.submitter)
         with scope:
             assert self.executor_impl is not None
             if self.executor_impl.uses_workdir:
@@ -634,12 +814,10 @@ class Daemon:
             deadline = time.time() + spec.maxexectime if spec.maxexectime > 0 else None
             request = RunRequest(e.pid, spec, e.inputs, workdir, deadline)
 
-            logs = self._logs[(e.pid, e.epoch)] = _LogBuffer(e.spec.submitter)
-
             def log(line: str) -> None:
-                line = line[:MAX_LOG_LINE]
-                self._event("log", e.pid, {"line": line, "epoch": e.epoch})
-                logs.lines.append(line)
+                line = line[: logs.MAX_LINE]
+                self._keep_line(e.pid, e.epoch, line)
+                buf.add(line)
 
             impl = self.executor_impl
             try:
@@ -658,14 +836,18 @@ class Daemon:
         with contextlib.suppress(OSError):
             workdir.rmdir()
         self._runs.pop((e.pid, e.epoch), None)
+        buf.done = True  # what SHIP_RATE holds back goes in the next rounds
         self._flush_logs(e.pid, e.epoch)
-        self._logs.pop((e.pid, e.epoch), None)
         if result is not None:
             self._inbox_send.send_nowait(_Input("done", e.pid, e.epoch, result))
 
     # --- what the local API asks -----------------------------------------------------
 
     async def submit_signed(self, specs: tuple[SignedSpec, ...]) -> None:
+        for spec in specs:  # whose log lines it takes (_received_logs)
+            if spec.submitter == self.identity.member_id:
+                self._remember_spec(spec.pid, spec.spec)
+                self._not_mine.pop(spec.pid, None)
         await self.call(lambda node, now: (node.submit_workflow(specs, now), None))
 
     async def status_of(self, pid: str, timeout: float = 2.0) -> Status | None:
@@ -748,15 +930,12 @@ class Daemon:
         for k, v in data.items():
             event["outcome" if k == "kind" else k] = _jsonable(v)
         self.events.append(event)
-        log.info("%s", json.dumps(event, sort_keys=True))
-        if kind == "log":
-            lines = self._log_lines.get(pid)
-            if lines is None:
-                lines = self._log_lines[pid] = []
-                if len(self._log_lines) > LOG_PIDS_KEPT:
-                    self._log_lines.popitem(last=False)
-            if len(lines) < MAX_LOG_LINES_KEPT:
-                lines.append(str(data["line"]))
+        # a process's lines are the event stream's, not the log file's: a peer's lines
+        # would grow it (they go there at debug level only)
+        if kind != "log":
+            log.info("%s", json.dumps(event, sort_keys=True))
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", json.dumps(event, sort_keys=True))
         expected = self._expected.pop((kind, pid), None)
         if expected is not None:
             expected.set()
@@ -775,8 +954,8 @@ class Daemon:
         self._expected.pop((kind, pid), None)
 
     def logs_of(self, pid: str) -> list[str]:
-        """What ``pid`` printed, as far as this node saw (up to MAX_LOG_LINES_KEPT lines)."""
-        return list(self._log_lines.get(pid, ()))
+        """What ``pid`` printed, as far as this node saw and keeps (node/logs.py)."""
+        return self.kept_logs.lines_of(pid)
 
     def events_after(self, seq: int) -> list[dict[str, Any]]:
         """The kept events numbered above ``seq``, oldest first."""
@@ -789,6 +968,14 @@ class Daemon:
         # from the right: a follower asks for the last few of thousands kept, and a
         # deque is cheap to read only from its ends
         return list(itertools.islice(reversed(events), new))[::-1]
+
+
+def _signed_spec(raw: bytes) -> SignedSpec:
+    return codec.from_data(SignedSpec, codec.loads(raw), "spec")
+
+
+_UNKNOWN = object()  # whether this node submitted a process: only its store can tell
+_PID = re.compile(r"[0-9a-f]{64}")
 
 
 def _drain(recv: trio.MemoryReceiveChannel[T], items: list[T]) -> list[T]:

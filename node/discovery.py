@@ -55,6 +55,7 @@ from libp2p.records.validator import Validator
 from libp2p.tools.anyio_service import background_trio_service
 
 from colonyp2p import codec
+from colonyp2p.errors import ColonyError
 from colonyp2p.identity import Identity, verify
 from colonyp2p.model.signing import unsigned_bytes
 from colonyp2p.node.transport import MAX_ADDRS_PER_MEMBER, ConnectFailed, Transport
@@ -70,8 +71,18 @@ TIMEOUT: Final = 10.0
 SHARDS: Final = 4
 MAX_RECORD: Final = 4096
 MAX_CLOCK_SKEW: Final = 300.0  # a record from further in the future would win for too long
+# Provider records this node keeps of one member (py-libp2p's store takes ADD_PROVIDER
+# from any member, for any key, for 48 h). A member provides its colony key and each
+# snapshot it holds; records beyond this are refused, counted under refused.kad.
+MAX_PROVIDED: Final = 10_000
 
 log = logging.getLogger(__name__)
+
+
+class ProviderQuota(ColonyError):
+    """More provider records from one member than a node keeps."""
+
+    code = "provider_quota"
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,7 @@ class Discovery:
         shards: int = SHARDS,
         stagger: float = 1.0,
         now: Callable[[], float] = time.time,
+        max_provided: int = MAX_PROVIDED,
     ) -> None:
         self.transport, self.colony_id, self.identity = transport, colony_id, identity
         self.member_id = identity.member_id
@@ -188,6 +200,7 @@ class Discovery:
         self._is_member, self._now = is_member, now
         self._server, self._mdns, self._shards = server, mdns, shards
         self._refresh, self._timeout, self._stagger = refresh, timeout, stagger
+        self._max_provided = max_provided
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -217,6 +230,7 @@ class Discovery:
         dht = KadDHT(host, mode, strict_validation=True)
         dht.register_validator(NAMESPACE, self.validator)
         self._members_only(dht)
+        self._cap_providers(dht.provider_store)
         if self._server:
             host.set_stream_handler(KAD_PROTOCOL, self._handle_dht_stream)  # replaces KadDHT's
         try:
@@ -266,6 +280,53 @@ class Discovery:
         routing._query_peer_for_closest = query_member
         routing.find_closest_peers_network = closest_members
         table.add_peer = add_member
+
+    def _cap_providers(self, store: Any) -> None:
+        """Keep at most ``max_provided`` provider records of each other member: an
+        ADD_PROVIDER beyond is refused and counted. The keys a member provides are
+        tracked here, and recounted against the store (expired records dropped) when a
+        member reaches the cap."""
+        add = store.add_provider
+        held: dict[str, set[bytes]] = {}  # provider -> keys
+
+        def still_held(peer: str, keys: set[bytes]) -> set[bytes]:
+            out = set()
+            for key in keys:
+                record = store.providers.get(key, {}).get(peer)
+                if record is not None and not record.is_expired():
+                    out.add(key)
+            return out
+
+        def add_capped(key: bytes, provider: Any) -> None:
+            peer = str(provider.peer_id) if provider is not None and provider.peer_id else ""
+            if peer and peer != self.member_id:
+                keys = held.setdefault(peer, set())
+                if key not in keys and len(keys) >= self._max_provided:
+                    keys = held[peer] = still_held(peer, keys)
+                    if len(keys) >= self._max_provided:
+                        self.stats["provider_refused"] += 1
+                        self.transport.refused(
+                            KAD_PROTOCOL,
+                            peer,
+                            ProviderQuota(
+                                f"{peer} provides more than the {self._max_provided} keys "
+                                "this node keeps provider records of for one member"
+                            ),
+                        )
+                        return
+                keys.add(key)
+            add(key, provider)
+
+        store.add_provider = add_capped  # an instance attribute: KadDHT calls through it
+
+    def held_providers(self) -> dict[str, int]:
+        """Provider records the local store holds, by provider (for tests and status)."""
+        out: Counter[str] = Counter()
+        dht = self.dht
+        if dht is not None:
+            for providers in dht.provider_store.providers.values():
+                out.update(p for p, r in providers.items() if not r.is_expired())
+        return dict(out)
 
     async def _handle_dht_stream(self, stream: Any) -> None:
         dht = self.dht

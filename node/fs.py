@@ -76,6 +76,7 @@ from colonyp2p.model.membership import MembershipSet
 from colonyp2p.model.spec import FunctionSpec, SyncDirMount
 from colonyp2p.node.discovery import content_key
 from colonyp2p.node.framing import close_stream, frame, read_frame, reset_stream
+from colonyp2p.node.quotas import Buckets
 from colonyp2p.node.supervise import supervise
 
 if TYPE_CHECKING:
@@ -90,6 +91,30 @@ REANNOUNCE_EVERY: Final = 600.0
 LABEL_TIMEOUT: Final = 10.0
 JOBS_KEPT: Final = 256
 MAX_LABEL_REPLY: Final = 16 * 1024 * 1024
+# What one member may have this node check and store (each label is a row for good):
+# a label is at most MAX_LABEL_BYTES (a 4 KiB path and 64 parents fit), a set of them
+# pushed or pulled at once at most MAX_LABEL_SET_BYTES, and a member's labels new here
+# at most LABEL_BURST at once (a pull asks for 4096 ids at a time), then LABEL_RATE a
+# second. What is refused is counted (refused.blocks) and not stored; a pull asks for
+# it again in a later round.
+MAX_LABEL_BYTES: Final = 16 * 1024
+MAX_LABEL_SET_BYTES: Final = 4 * 1024 * 1024
+LABEL_RATE: Final = 50.0
+LABEL_BURST: Final = 4096.0
+
+
+class LabelRefused(ColonyError):
+    """Labels from a member beyond what a node takes (counted under refused.blocks)."""
+
+    code = "label_refused"
+
+
+class LabelTooLarge(LabelRefused):
+    code = "label_oversize"
+
+
+class LabelRateLimited(LabelRefused):
+    code = "label_rate"
 
 
 class FsRefused(ValidationError):
@@ -223,6 +248,7 @@ class FsService:
         self._write_lock = trio.Lock()  # one label write at a time on this node
         self._provided: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        self._label_rates = Buckets(LABEL_RATE, LABEL_BURST)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -295,19 +321,51 @@ class FsService:
     def labels_raw(self, ids: Sequence[str]) -> list[bytes]:
         return [self._raw[i] for i in ids if i in self._raw]
 
+    def _refused(self, sender: str, exc: ColonyError) -> None:
+        """Count a refused label (logged once per reason, then at debug level)."""
+        transport = self.daemon.transport
+        if transport is not None:
+            transport.refused(BLOCKS_PROTOCOL, sender, exc)
+        else:
+            log.debug("refused a label from %s: %s", sender, exc)
+
     async def receive_labels(self, sender: str, raws: Sequence[bytes]) -> int:
-        """Check, store and admit labels from a member; how many were new."""
+        """Check, store and admit labels from a member, within its quota (see
+        MAX_LABEL_BYTES); how many were new."""
         log_, store = self._log(), self._store()
         membership = self.membership()
         new = 0
-        for raw in raws:
+        total = 0
+        for i, raw in enumerate(raws):
+            total += len(raw)
+            if total > MAX_LABEL_SET_BYTES:
+                self._refused(
+                    sender,
+                    LabelTooLarge(
+                        f"{len(raws) - i} labels from {sender} refused: a set of labels is "
+                        f"at most {MAX_LABEL_SET_BYTES // 2**20} MiB"
+                    ),
+                )
+                break
             try:
+                if len(raw) > MAX_LABEL_BYTES:
+                    raise LabelTooLarge(f"a label of {len(raw)} bytes (at most {MAX_LABEL_BYTES})")
                 label = Label.decode(raw)
                 if label.label_id in self._raw:
                     continue
+                if not self._label_rates.take(sender, 1, trio.current_time()):
+                    self._refused(
+                        sender,
+                        LabelRateLimited(
+                            f"{len(raws) - i} labels from {sender} refused: a member's new "
+                            f"labels are taken {LABEL_BURST:g} at once, then {LABEL_RATE:g} "
+                            "a second"
+                        ),
+                    )
+                    break
                 log_.validate(label, membership)  # refused ones never reach the disk
             except ColonyError as exc:
-                log.info("refused a label from %s: %s", sender, exc)
+                self._refused(sender, exc)
                 continue
             # kept unpinned: a label names data, holding it is each member's choice
             await trio.to_thread.run_sync(lambda lb=label: store.record_label(lb, pin=False))
