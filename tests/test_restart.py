@@ -143,6 +143,9 @@ def test_a_restarted_node_keeps_its_port_unless_another_program_took_it(
         # the port taken meanwhile: a fresh one, with one warning, and that one is kept
         owner.kill9()
         with socket.socket() as squatter:
+            # SO_REUSEADDR: the killed daemon's connections may linger in TIME_WAIT,
+            # which would refuse this bind; a listener is what takes the port
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             squatter.bind(("127.0.0.1", port))
             squatter.listen()
             owner.cli("start")
