@@ -142,12 +142,10 @@ def test_a_restarted_node_keeps_its_port_unless_another_program_took_it(
         assert _port(owner) == port
         # the port taken meanwhile: a fresh one, with one warning, and that one is kept
         owner.kill9()
-        with socket.socket() as squatter:
-            # SO_REUSEADDR: the killed daemon's connections may linger in TIME_WAIT,
-            # which would refuse this bind; a listener is what takes the port
-            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            squatter.bind(("127.0.0.1", port))
-            squatter.listen()
+        # the killed daemon's socket is gone once the kernel has reaped everything that
+        # held it (under load, a moment after the process): take the port when it can be
+        squatter = wait_for(lambda: _listen_on(port), 30, f"port {port} to be free")
+        with squatter:
             owner.cli("start")
             fresh = _port(owner)
             assert fresh != port
@@ -159,6 +157,21 @@ def test_a_restarted_node_keeps_its_port_unless_another_program_took_it(
             refused = owner.cli("start", "--listen", f"/ip4/127.0.0.1/tcp/{port}", check=False)
             assert refused.returncode != 0
             assert "cannot listen on" in refused.stdout + refused.stderr
+
+
+def _listen_on(port: int) -> socket.socket | None:
+    """A socket listening on 127.0.0.1:``port``, or None while the port is taken."""
+    sock = socket.socket()
+    # SO_REUSEADDR: connections of the killed daemon may linger in TIME_WAIT; only a
+    # listener takes the port
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def test_ports_are_kept_only_for_port_zero_addresses(tmp_path: Path) -> None:
