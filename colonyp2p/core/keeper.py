@@ -421,6 +421,9 @@ class KeeperRole:
             held.discard(rec.pid)
         self._holder_lost.discard(rec.pid)
         self._superseded.discard(rec.pid)
+        # acks of an earlier hand-off of this pid (the record moved here from a set it had
+        # moved away to before) say nothing about this decision's hand-off
+        self._install_acks.pop(rec.pid, None)
         for action in ("recover", "move", "fail"):
             self._first_seen.pop((rec.pid, action), None)
         node = self.node
