@@ -159,6 +159,7 @@ class Transport:
         # supervised subsystems (gossip), shared with the daemon's
         self.health = health if health is not None else Health()
         self._gossip_up = trio.Event()  # set once GossipSub first runs
+        self._last_seqno = 0  # the last gossip seqno of the previous GossipSub, if any
         self._pubsub: gossip.ColonyPubsub | None = None
         self._router: GossipSub | None = None
         self._nursery: trio.Nursery | None = None
@@ -237,6 +238,10 @@ class Transport:
             refuse=lambda peer, exc: gate.refused("gossip", peer, exc),
             deliver=self._queue_gossip,
         )
+        # py-libp2p numbers a publisher's messages from the clock's second, and peers drop
+        # a (publisher, seqno) they saw: a pubsub started within seconds of its
+        # predecessor would reuse its numbers, and its messages would be dropped as seen
+        pubsub.counter = max(pubsub.counter, self._last_seqno + 1)
         # the notifee through which this pubsub hears of connections: one that ended
         # must stop hearing (it would wait on a channel nobody reads)
         notifees = [n for n in network.notifees if n not in before]
@@ -252,6 +257,7 @@ class Transport:
                 self._gossip_up.set()
                 await trio.sleep_forever()
         finally:
+            self._last_seqno = pubsub.counter
             self._pubsub = self._router = None
             for notifee in notifees:
                 network.remove_notifee(notifee)
