@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from colonyp2p.colony import (
         Colony,
         EmbeddedColony,
-        NotCancellable,
         Process,
         ProcessFailed,
         SyncColony,
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Colony",
     "EmbeddedColony",
-    "NotCancellable",
     "Process",
     "ProcessFailed",
     "SyncColony",

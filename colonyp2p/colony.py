@@ -77,14 +77,6 @@ class WaitTimeout(ColonyError):
     code = "timeout"
 
 
-class NotCancellable(ColonyError):
-    """A running process cannot be cancelled yet: it runs to its end (or its
-    maxexectime). Raised by ``Process.cancel`` rather than waiting for keepers that
-    would refuse."""
-
-    code = "not_cancellable"
-
-
 def spec_json(
     spec: FunctionSpec | dict[str, Any] | str,
     args: tuple[Any, ...] = (),
@@ -148,19 +140,13 @@ class Process:
         return self.output or []
 
     async def cancel(self) -> str:
-        """Fail a process that has not started; its state then ("failed", or the state
-        it had already ended in). A running process cannot be cancelled yet: it runs to
-        its end or its maxexectime, and this raises NotCancellable saying so."""
+        """Fail the process, waiting or running (a running one's executor stops it); its
+        state then: "failed", or the state it had already ended in (a result that was in
+        before the cancel wins)."""
         if await self.refresh() in FINAL:
             return self.state
-        if self.state != "running":  # waiting (or not known here yet)
-            view = await self.colony._call(lambda api: api.cancel(self.pid))
-            self.state = view["state"]
-        if self.state == "running":  # already, or it started before the cancel arrived
-            raise NotCancellable(
-                f"process {self.pid[:16]} is running: a running process cannot be "
-                "cancelled yet (it runs to its end, or to its maxexectime)"
-            )
+        view = await self.colony._call(lambda api: api.cancel(self.pid))
+        self.state = view["state"]
         return self.state
 
     async def logs(self) -> AsyncIterator[str]:

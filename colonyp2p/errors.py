@@ -144,6 +144,13 @@ class StoreFull(StoreError):
     code = "store_full"
 
 
+class OverQuota(ColonyError):
+    """Keepers refused to store more of this member's waiting processes (its quota of
+    undecided records at each keeper, see docs/DAEMON.md); nothing new was kept."""
+
+    code = "over_quota"
+
+
 # --- local HTTP API ------------------------------------------------------------
 
 

@@ -38,7 +38,14 @@ from urllib.parse import parse_qs, unquote
 import h11
 import trio
 
-from colonyp2p.errors import BadSignature, ReplayedMessage, StoreFull, Unauthorized, ValidationError
+from colonyp2p.errors import (
+    BadSignature,
+    OverQuota,
+    ReplayedMessage,
+    StoreFull,
+    Unauthorized,
+    ValidationError,
+)
 from colonyp2p.model.process import PROCESS_STATES
 from colonyp2p.node.api_auth import NonceCache, verify_request
 from colonyp2p.node.openapi import openapi_document
@@ -438,6 +445,8 @@ class _Connection:
             return await self.send_error(Refusal(400, exc.code, str(exc)))
         except Unauthorized as exc:
             return await self.send_error(Refusal(403, exc.code, str(exc)))
+        except OverQuota as exc:
+            return await self.send_error(Refusal(429, exc.code, str(exc)))
         except StoreFull as exc:
             # nothing was written, so nothing was acknowledged: the caller may try again
             # once there is room; the node itself carries on

@@ -20,7 +20,7 @@ import trio
 from colonyp2p import codec
 from colonyp2p.core.matching import unmet_condition
 from colonyp2p.core.messages import Outcome, Status
-from colonyp2p.errors import Unauthorized, ValidationError
+from colonyp2p.errors import OverQuota, Unauthorized, ValidationError
 from colonyp2p.identity import is_member_id
 from colonyp2p.model.colonyos_json import function_spec_from_colonyos, workflow_from_colonyos
 from colonyp2p.model.membership import ROLES, Role
@@ -202,14 +202,24 @@ class DaemonBackend:
         rows = {SUBMITTED + s.pid: codec.plain_bytes(s) for s in specs}
         await trio.to_thread.run_sync(d.store.set_meta_many, rows)
         acks = [d.expect("acknowledged", s.pid) for s in specs]
+        refusals = [d.expect("refused", s.pid) for s in specs]
         try:
             await d.submit_signed(specs)
             with trio.move_on_after(ACK_TIMEOUT):
-                for ack in acks:
-                    await ack.wait()
+                for ack, refusal in zip(acks, refusals, strict=True):
+                    while not ack.is_set() and not refusal.is_set():
+                        await d.wait_event()
         finally:
             for s in specs:
                 d.forget("acknowledged", s.pid)
+                d.forget("refused", s.pid)
+        refused = sum(r.is_set() for r in refusals)
+        if refused:
+            raise OverQuota(
+                f"{refused} of {len(specs)} processes refused by every keeper: this member "
+                "has too many waiting processes (its quota of undecided records per keeper); "
+                "submit again once some have ended"
+            )
         return all(ack.is_set() for ack in acks)
 
     async def _spec(self, pid: str) -> SignedSpec | None:

@@ -435,27 +435,22 @@ def register(app: typer.Typer) -> None:
         pid: Annotated[str, typer.Argument(help="a process id, or a unique prefix")],
         home: HomeOption = DEFAULT_HOME,
     ) -> None:
-        """Fail a process that has not started yet. A running process cannot be cancelled
-        yet: it runs to its end (or its maxexectime); this exits 1 saying so."""
+        """Fail a process, waiting or running (a running one's executor stops it). A
+        result that was already in wins: then this says how the process ended, exit 1."""
         with client(Home(home)) as api, friendly():
             pid = process_id(api, pid)
             before = api.process(pid)["state"]
-            # a running one is not asked to cancel: its keepers would refuse, after a wait
-            asked = before not in ("running", *FINAL)  # waiting, or not known here yet
+            asked = before not in FINAL
             state = api.cancel(pid)["state"] if asked else before
         if asked and state == "failed":
-            console.print(f"cancelled {pid[:PID_SHORT]} (failed)")
+            what = "stopped" if before == "running" else "cancelled"
+            console.print(f"{what} {pid[:PID_SHORT]} (failed)")
             return
-        if state in ("waiting", "unknown"):
-            raise fail(
-                f"the cancel of {pid[:PID_SHORT]} was not decided in time: "
-                "`colonynode get` shows whether it took"
-            )
-        if before in FINAL:
-            raise fail(f"process {pid[:PID_SHORT]} already ended ({before})")
+        if state in FINAL:
+            raise fail(f"process {pid[:PID_SHORT]} already ended ({state})")
         raise fail(
-            f"process {pid[:PID_SHORT]} is {state}: a running process cannot be cancelled "
-            "yet (it runs to its end, or to its maxexectime)"
+            f"the cancel of {pid[:PID_SHORT]} was not decided in time: "
+            "`colonynode get` shows whether it took"
         )
 
     @app.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster import Cluster, Node, cluster, wait_for
+from cluster import FAST, Cluster, Node, cluster, wait_for
 
 from colonyp2p.errors import ApiError
 from colonyp2p.node.api_auth import sign_request
@@ -172,3 +172,19 @@ def test_the_file_system_stays_inside_its_directories(tmp_path: Path) -> None:
             assert done["state"] == "done", done
             assert not Path("/etc/colonyp2p-test").exists()
         assert [lb["path"] for lb in owner.call(lambda a: a.fs("ls"))["labels"]] == ["/d"]
+
+
+def test_a_submitter_over_its_quota_is_told_so_and_nothing_is_kept(tmp_path: Path) -> None:
+    """Quotas per member: the keepers (here the owner alone) store at most
+    ``max_waiting_per_submitter`` waiting processes of one submitter; the next is
+    answered 429 with why, is not kept, and the node carries on."""
+    with cluster(tmp_path / "c") as c:
+        owner = c.found("nobody-runs-this", params={**FAST, "max_waiting_per_submitter": 2})
+        kept = [owner.submit(SPEC)["pid"] for _ in range(2)]
+        refused = _refused(lambda: owner.call(lambda a: a.submit(SPEC)))
+        assert (refused.status, refused.remote_code) == (429, "over_quota")
+        assert "too many waiting processes" in str(refused)
+        status = owner.call(lambda a: a.status())
+        assert status["records"] == 2
+        assert status["rejected"]["store_quota"] == 1
+        assert [owner.process(pid)["state"] for pid in kept] == ["waiting", "waiting"]

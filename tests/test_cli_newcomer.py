@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import typer
-from cluster import Cluster, Node, cluster, wait_for
+from cluster import Cluster, Node, cluster, events, wait_for
 
-from colonyp2p import NotCancellable, SyncColony
+from colonyp2p import SyncColony
 from colonyp2p.node.cli_node import resolve
 from colonyp2p.node.home import Config, HomeError
 from colonyp2p.node.ports import PortTaken, check_ports
@@ -166,21 +166,34 @@ def test_waiting_reason_prefixes_and_cancel(colony: Cluster) -> None:
     assert view["errors"][0].startswith("cancelled by ")
 
 
-def test_a_running_process_is_not_cancelled_but_said_so(colony: Cluster) -> None:
+def test_a_running_process_is_cancelled_and_its_run_stopped(colony: Cluster) -> None:
     owner = _owner(colony)
-    pid = owner.submit({"funcname": "sleep", "args": [15]})["pid"]
+    pid = owner.submit({"funcname": "sleep", "args": [60]})["pid"]
     _until(owner, pid, "running")
-    refused = _error(owner.cli("cancel", pid[:12], check=False))
-    assert "is running: a running process cannot be cancelled yet" in refused
+    said = owner.cli("cancel", pid[:12]).stdout
+    assert said.startswith(f"stopped {pid[:16]} (failed)"), said
+    view = owner.process(pid)
+    assert view["state"] == "failed" and view["errors"][0].startswith("cancelled by ")
+    # the executor stopped the run: its lease ended at once, not after the 60 s sleep
+    wait_for(
+        lambda: any(
+            e["kind"] == "lease_lost" and e["pid"] == pid
+            for node in colony.nodes
+            for e in events(node)
+        ),
+        30,
+        "the executor to hear that its lease is over",
+    )
+    ended = _error(owner.cli("cancel", pid[:12], check=False))
+    assert f"process {pid[:16]} already ended (failed)" in ended
     with SyncColony.connect(owner.home.root) as api:
-        assert pid in [p["pid"] for p in api.processes(state="running")]
         handle = api.submit("noop")
         handle.wait(timeout=30)
         assert handle.cancel() == "successful"  # ended: nothing to do, no error
-        running = api.submit("sleep", 15)
+        running = api.submit("sleep", 60)
         wait_for(lambda: running.state == "running", 30, "the sleep to run")
-        with pytest.raises(NotCancellable, match="cannot be cancelled yet"):
-            running.cancel()
+        assert running.cancel() == "failed"
+        assert not [p for p in api.processes(state="running") if p["pid"] == running.pid]
 
 
 def test_resolve_takes_unique_prefixes_and_names_the_candidates(

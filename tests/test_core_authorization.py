@@ -157,6 +157,69 @@ def test_an_install_never_replaces_a_decided_outcome_with_another() -> None:
     assert node.record(spec.pid) == rec
 
 
+def test_an_executor_that_keeps_no_copy_cannot_replace_a_waiting_record() -> None:
+    """The attack of the issue by a member that may keep records (an executor device): an
+    Install of a newer configuration with a forged outcome, sent to the record's keepers."""
+    spec = _spec()
+    node = _keeper_with(spec)
+    rec = node.record(spec.pid)
+    assert rec is not None
+    outsider = next(i.member_id for i in (EXEC, EXEC2, EXEC3) if i.member_id not in rec.keepers)
+    asked: list[set[str]] = []
+    for keepers in (rec.keepers, (*rec.keepers[:-1], outsider)):
+        forged = dataclasses.replace(
+            rec.transfer(keepers, rec.config_version + 1, rec.promised), decided=FORGED
+        )
+        effects = node.on_message(outsider, Install(forged), 3.0)
+        assert _rejects(effects) == ["install_sender"]
+        assert node.record(spec.pid) == rec
+        assert not [e for e in effects if isinstance(e, fx.Persist)]
+        asked.append({e.to for e in _sent(effects, Query)})
+    # the keeper asked its fellows where the record is, once per query_after
+    assert asked == [set(rec.keepers) - {OWNER.member_id}, set()]
+
+
+def test_a_hand_off_from_a_set_the_record_moved_to_is_taken_once_its_keepers_said_so() -> None:
+    spec = _spec()
+    node = _keeper_with(spec)
+    rec = node.record(spec.pid)
+    assert rec is not None
+    outsider = next(i.member_id for i in (EXEC, EXEC2, EXEC3) if i.member_id not in rec.keepers)
+    fellow = next(k for k in rec.keepers if k != OWNER.member_id)
+    newer = (OWNER.member_id, outsider, fellow)
+    handoff = Install(rec.transfer(newer, rec.config_version + 2, rec.promised))
+    effects = node.on_message(outsider, handoff, 3.0)
+    assert _rejects(effects) == ["install_sender"]
+    assert {e.to for e in _sent(effects, Query)} == set(rec.keepers) - {OWNER.member_id}
+    # a fellow keeper answers: the record moved (through a set this node missed)
+    moved = Outcome(
+        "moved",
+        executor=fellow,
+        run_epoch=rec.promised + 1,
+        moved_to=(
+            fellow,
+            outsider,
+            EXEC3.member_id if outsider != EXEC3.member_id else EXEC.member_id,
+        ),
+        moved_version=rec.config_version + 1,
+    )
+    status = Status(
+        spec.pid,
+        True,
+        "moved",
+        rec.promised + 1,
+        moved,
+        rec.promised + 1,
+        moved_to=moved.moved_to,
+        config=config_tag(rec.keepers),
+        keepers=rec.keepers,
+    )
+    node.on_message(fellow, status, 3.5)
+    assert not _rejects(node.on_message(outsider, handoff, 4.0))
+    taken = node.record(spec.pid)
+    assert taken is not None and taken.keepers == newer
+
+
 # --- Decide to the submitter -------------------------------------------------------------
 
 
@@ -191,6 +254,23 @@ def test_a_forged_status_does_not_redirect_where_a_record_is() -> None:
     forged = Status(spec.pid, True, "successful", 1, FORGED, 1, keepers=(M.member_id,))
     node.on_message(M.member_id, forged, 2.0)
     assert M.member_id not in node.keepers_of(spec.pid)
+
+
+def test_an_executor_s_status_does_not_redirect_the_submitter_s_own_process() -> None:
+    """A member that may keep records claims to keep the submitter's process, then tells
+    it a forged outcome as its "keeper": the submitter placed the record itself and
+    learns where it went only from the keepers it knows."""
+    client = _node(SUBMITTER)
+    spec = _spec()
+    client.submit(spec, 1.0)
+    placed = client.keepers_of(spec.pid)
+    liar = next(i for i in (EXEC, EXEC2, EXEC3) if i.member_id not in placed)
+    value = dataclasses.replace(FORGED, executor=liar.member_id)
+    redirect = Status(spec.pid, True, "running", 1, None, 0, keepers=(liar.member_id,))
+    client.on_message(liar.member_id, redirect, 2.0)
+    assert client.keepers_of(spec.pid) == placed
+    forged = Status(spec.pid, True, "successful", 1, value, 1, keepers=(liar.member_id,))
+    assert not _results(client.on_message(liar.member_id, forged, 2.5))
 
 
 # --- ballots -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class ClientRole:
         self.pending = pending
         self.acks: dict[str, set[str]] = {}
         self.acknowledged: dict[str, int] = {}  # pid -> follow-up rounds used
+        self.refusals: dict[str, set[str]] = {}  # pid -> keepers that refused it for good
 
     def restore(self, now: float) -> None:
         for pid in self.pending:
@@ -52,8 +53,12 @@ class ClientRole:
         store = self.pending.get(msg.pid)
         if store is None or sender not in store.keepers:
             return
+        if msg.refused:
+            self._on_refusal(sender, msg, store)
+            return
         acks = self.acks.setdefault(msg.pid, set())
         acks.add(sender)
+        self.refusals.get(msg.pid, set()).discard(sender)
         if msg.pid not in self.acknowledged and len(acks) >= majority(len(store.keepers)):
             self.acknowledged[msg.pid] = 0
             spec = store.spec
@@ -72,11 +77,25 @@ class ClientRole:
         if len(acks) == len(store.keepers):
             self._done(msg.pid)
 
+    def _on_refusal(self, sender: str, msg: StoreAck, store: StoreSpec) -> None:
+        """A keeper will not store it now (the submitter's quota there is full). Only once
+        every keeper refused, so that no record of it exists anywhere, does the submission
+        end, reported as ``refused`` (the local API answers 429). While some keeper holds
+        it, it stays pending and is offered again: a keeper stores it once the submitter's
+        backlog there shrank (or receives it from a fellow), and nothing that may run is
+        ever reported refused."""
+        refused = self.refusals.setdefault(msg.pid, set())
+        refused.add(sender)
+        if not self.acks.get(msg.pid) and refused >= set(store.keepers):
+            self.node.observe("refused", msg.pid, {"reason": msg.refused})
+            self._done(msg.pid)
+
     def _done(self, pid: str) -> None:
         if self.pending.pop(pid, None) is not None:
             self.node.persist(SUBMISSIONS, pid, None)
         self.acks.pop(pid, None)
         self.acknowledged.pop(pid, None)
+        self.refusals.pop(pid, None)
 
     def on_timer(self, pid: str, now: float) -> None:
         if pid not in self.pending:

@@ -98,6 +98,14 @@ class KeeperRole:
         # keeper that notices announces at once, not in its turn. The first in turn may
         # not have noticed yet, and a claim it refused as leased meanwhile gave up.
         self._holder_lost: set[str] = set()
+        # per submitter: its undecided records here, and its StoreSpec token bucket
+        # (tokens, at): what one member's valid key makes this keeper store is bounded
+        self._waiting_of: dict[str, int] = {}
+        # pid -> members of the keeper sets its record moved through after ours, as their
+        # keepers told us (volatile): who may replace our copy with a newer configuration
+        self._moved_through: dict[str, set[str]] = {}
+        self._moves_asked: dict[str, float] = {}
+        self._store_tokens: dict[str, tuple[float, float]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -112,6 +120,7 @@ class KeeperRole:
             self._index_parents(rec)
             self._quiet_since[pid] = now
             self.schedule(pid, now)
+            self._count_waiting(None, rec)
 
     def _index_parents(self, rec: KeeperRecord) -> None:
         if rec.parents and rec.decided is None and not rec.parents_known():
@@ -126,6 +135,7 @@ class KeeperRole:
             heapq.heappush(self._due, (at, pid))
 
     def _save(self, rec: KeeperRecord, now: float) -> None:
+        self._count_waiting(self.records.get(rec.pid), rec)
         self.records[rec.pid] = rec
         self._quiet_since[rec.pid] = now
         self.node.persist(RECORDS, rec.pid, rec)
@@ -143,6 +153,32 @@ class KeeperRole:
             if keeper not in lost and not node.unavailable(keeper):
                 rank += 1
         return len(rec.keepers)
+
+    def _count_waiting(self, old: KeeperRecord | None, new: KeeperRecord) -> None:
+        delta = (new.decided is None) - (old is not None and old.decided is None)
+        if delta:
+            submitter = new.spec.submitter
+            self._waiting_of[submitter] = self._waiting_of.get(submitter, 0) + delta
+
+    def waiting_of(self, submitter: str) -> int:
+        """How many undecided records of ``submitter`` this keeper holds."""
+        return self._waiting_of.get(submitter, 0)
+
+    def _store_quota(self, sender: str, now: float) -> str:
+        """Why a new record of ``sender`` is not stored now (empty: it is): "quota" when
+        it holds params.max_waiting_per_submitter undecided records here (refused, the
+        submitter's user is told), "rate" beyond params.store_rate a second after a
+        burst of params.store_burst (not answered: the submitter's resend comes later)."""
+        p = self.node.params
+        if self._waiting_of.get(sender, 0) >= p.max_waiting_per_submitter:
+            return "quota"
+        tokens, at = self._store_tokens.get(sender, (p.store_burst, now))
+        tokens = min(p.store_burst, tokens + (now - at) * p.store_rate)
+        if tokens < 1.0:
+            self._store_tokens[sender] = (tokens, now)
+            return "rate"
+        self._store_tokens[sender] = (tokens - 1.0, now)
+        return ""
 
     # --- messages ----------------------------------------------------------------------
 
@@ -164,6 +200,13 @@ class KeeperRole:
             return
         rec = self.records.get(pid)
         if rec is None:
+            over = self._store_quota(sender, now)
+            if over:
+                waiting = self._waiting_of.get(sender, 0)
+                node.reject(f"store_{over}", f"{sender} stored {pid[:12]} ({waiting} waiting)")
+                if over == "quota":
+                    node.send(sender, StoreAck(pid, refused=over))
+                return
             rec = KeeperRecord(
                 spec=msg.spec,
                 pid=pid,
@@ -184,7 +227,8 @@ class KeeperRole:
         member that may run processes (not a ``user``) whose signed ad, where this keeper
         knows it, matches the spec (ads gossip: one not known yet is not held against the
         claimant, whose role an admin gave); a move or a recovery, the record's keepers; a
-        fail, the record's keepers, the spec's submitter (cancel) or an admin."""
+        fail, the record's keepers, the spec's submitter or an admin; a cancel (which may
+        end a running process's lease), only the spec's submitter or an admin."""
         node = self.node
         if purpose == "claim":
             role = node.membership.role_of(sender)
@@ -194,9 +238,9 @@ class KeeperRole:
             if ad is not None and not matches(rec.spec.spec, ad):
                 return "claim_ad", f"{sender}'s ad does not match {rec.pid[:12]}"
             return "", ""
-        if sender == node.member_id or sender in rec.keepers:
+        if purpose != "cancel" and (sender == node.member_id or sender in rec.keepers):
             return "", ""
-        if purpose == "fail" and (
+        if purpose in ("fail", "cancel") and (
             sender == rec.spec.submitter or node.membership.can_administer(sender)
         ):
             return "", ""
@@ -216,7 +260,7 @@ class KeeperRole:
             return "", ""
         if rec.purpose == "claim" and value.kind in ("successful", "failed"):
             return "", ""
-        if rec.purpose == "fail" and value.kind == "failed":
+        if rec.purpose in ("fail", "cancel") and value.kind == "failed":
             return "", ""
         detail = f"{sender}'s {rec.purpose} ballot proposed {value.kind} ({rec.pid[:12]})"
         return "bad_value", detail
@@ -257,7 +301,8 @@ class KeeperRole:
         if msg.epoch == rec.promised and sender == rec.holder and not rec.released:
             node.send(sender, self._promise(rec, now))  # a resent Prepare: same answer
             return
-        if rec.leased(now) and rec.holder != sender:
+        preempted = rec.leased(now) and rec.holder != sender
+        if preempted and msg.purpose != "cancel":
             # Said before a stale epoch: a claimant that lost to a live lease must give
             # up, not retry at a higher epoch and take the winner's keepers from it.
             node.send(sender, Refuse(msg.pid, msg.epoch, "leased", rec.promised))
@@ -265,6 +310,12 @@ class KeeperRole:
         if msg.epoch <= rec.promised:
             node.send(sender, Refuse(msg.pid, msg.epoch, "stale_epoch", rec.promised))
             return
+        if preempted:
+            # A cancel ends the running lease: its holder hears so now rather than at its
+            # next renewal, and stops the run (a majority of these, as of failed renewals).
+            # A result it already had accepted still wins: the canceller's ballot finds it
+            # in the promises and finishes it (Paxos), so a cancel never races a result.
+            node.send(rec.holder, RenewAck(msg.pid, rec.promised, False, 0.0))
         if msg.purpose == "claim" and not rec.ready():
             node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
             return
@@ -481,6 +532,17 @@ class KeeperRole:
             return
         if (
             rec is not None
+            and msg.decided.kind == "moved"
+            and msg.moved_to
+            and self._may_replace(sender, rec)
+            and msg.decided.moved_version > rec.config_version
+            and self.node.plausible_keepers(msg.moved_to)
+        ):
+            # where our record went, from a keeper of it or of a set it went to since:
+            # their keepers may hand us the newer configuration (_install_refusal)
+            self._moved_through.setdefault(msg.pid, set()).update(msg.moved_to)
+        if (
+            rec is not None
             and rec.decided is None
             and sender in rec.keepers
             and not self.not_our_move(rec, msg.decided, msg.config)
@@ -613,12 +675,16 @@ class KeeperRole:
         member that may keep records (never a ``user``: every Install comes from a keeper
         of the record, moving it or repairing a fellow's copy). The keepers named
         must all be members that may keep, and the spec must be its submitter's. A
-        chosen outcome is never replaced by another.
+        chosen outcome is never replaced by another. A record this node holds is replaced
+        by a newer configuration only from its keepers or those of a set it moved to (as
+        its keepers said): anyone else is refused, and this node asks its fellows where
+        the record went, so a genuine hand-off it missed is taken at the next resend.
 
-        Not checked: that the sender really is a keeper of the set the record moves from.
-        Placements pass over members the submitter could not count on, so a record's
-        keepers can be far from the process on the ring (the simulator's partitions put
-        them 20 and more places away), and nothing signed names them."""
+        Not checked: that the sender of a record this node does not hold really is a
+        keeper of the set the record moves from. Placements pass over members the
+        submitter could not count on, so a record's keepers can be far from the process
+        on the ring (the simulator's partitions put them 20 and more places away), and
+        nothing signed names them."""
         node = self.node
         pid = t.spec.pid
         if not node.may_keep(sender):
@@ -635,7 +701,37 @@ class KeeperRole:
             and t.decided != decided
         ):
             return "install_decided", f"{sender} installed another outcome of {pid[:12]}"
+        if (
+            rec is not None
+            and rec.config_version < t.config_version
+            and (decided is None or decided.kind == "moved")
+            and not self._may_replace(sender, rec)
+        ):
+            self._ask_where(rec)
+            return "install_sender", f"{sender} replaced {pid[:12]}, kept by others"
         return "", ""
+
+    def _may_replace(self, sender: str, rec: KeeperRecord) -> bool:
+        if sender == self.node.member_id or sender in rec.keepers:
+            return True
+        if rec.decided is not None and sender in rec.decided.moved_to:
+            return True
+        return sender in self._moved_through.get(rec.pid, ())
+
+    def _ask_where(self, rec: KeeperRecord) -> None:
+        """Ask the keepers of ``rec`` (or of the set it moved to) about it, at most once
+        a ``query_after``: their Status says where it moved (see on_status)."""
+        now = self.node.now
+        if now - self._moves_asked.get(rec.pid, -1e18) < self.node.params.query_after:
+            return
+        self._moves_asked[rec.pid] = now
+        peers = set(rec.keepers)
+        if rec.decided is not None:
+            peers.update(rec.decided.moved_to)
+        peers.update(self._moved_through.get(rec.pid, ()))
+        query = Query(rec.pid)
+        for peer in sorted(peers - {self.node.member_id}):
+            self.node.send(peer, query)
 
     def on_install(self, sender: str, msg: Install, now: float) -> None:
         t = msg.transfer

@@ -15,7 +15,9 @@ from colonyp2p.model.membership import MembershipSet
 from colonyp2p.model.signed import SignedSpec
 
 OutcomeKind = Literal["successful", "failed", "moved"]
-Purpose = Literal["claim", "fail", "move", "recover"]
+# "cancel": the submitter's or an admin's fail, which may end a live lease (a running
+# process); "fail": a keeper's (or an older canceller's), only once no lease is live
+Purpose = Literal["claim", "fail", "move", "recover", "cancel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ class StoreSpec:
 @dataclass(frozen=True, slots=True)
 class StoreAck:
     pid: str
+    # Empty: stored. Otherwise why this keeper will not store it, for good ("quota": the
+    # submitter holds too many waiting records here); the submitter stops asking it.
+    refused: str = ""
 
 
 @dataclass(frozen=True, slots=True)

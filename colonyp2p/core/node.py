@@ -532,10 +532,12 @@ class ColonyNode:
         self.client.submit(StoreSpec(spec, keepers, self.ring.version, parents), now)
 
     def cancel(self, spec: SignedSpec, reason: str, now: float) -> list[Effect]:
-        """End a process that has not started as failed with ``reason`` (a ``fail`` ballot:
-        keepers refuse it while an executor holds the lease, and it cannot race a result)."""
+        """End a process, waiting or running, as failed with ``reason`` (a ``cancel``
+        ballot: its submitter's or an admin's; it ends a running lease, whose holder stops
+        the run, and it cannot race a result: one already accepted is finished instead)."""
         out = self._begin(now)
-        self.proposer.begin(spec, self.keepers_of(spec.pid), 1, "fail", reason=reason)
+        self.proposer.stop_run(spec.pid)
+        self.proposer.begin(spec, self.keepers_of(spec.pid), 1, "cancel", reason=reason)
         return out
 
     def adopt_membership(self, membership: MembershipSet, now: float) -> list[Effect]:
@@ -583,8 +585,10 @@ class ColonyNode:
         # A keeper's answer names its record's keepers (or where it moved): the way a
         # member that does not keep a process finds a record stored off its canonical
         # set, to cancel it or to ask about it again. Users keep nothing: an answer
-        # naming one is a forgery.
-        if msg.known and sender in msg.keepers and msg.pid not in self.keeper.records:
+        # naming one is a forgery. Where this node's own submission is, it placed itself:
+        # only its keepers (as it knows them) tell it where the record went since.
+        trusted = entitled or msg.pid not in self._mine
+        if trusted and msg.known and sender in msg.keepers and msg.pid not in self.keeper.records:
             moved = msg.decided is not None and msg.decided.kind == "moved"
             target = msg.moved_to if moved else msg.keepers
             if target and self.plausible_keepers(target) and self.plausible_keepers(msg.keepers):

@@ -20,3 +20,8 @@ class Params:
     stagger: float = 2.0  # keeper of rank r acts r*stagger after the first (failover)
     submit_retry: float = 1.0
     max_inflight_per_keeper: int = 256
+    # Per submitter, at each keeper: records not yet decided (bounds what one member's
+    # valid key makes others store) and new records a second after a burst.
+    max_waiting_per_submitter: int = 200_000
+    store_rate: float = 2_000.0
+    store_burst: float = 50_000.0

@@ -174,7 +174,7 @@ class Proposer:
             node.observe("started", b.pid, {"epoch": b.epoch})
             node.effect(StartExecution(b.pid, b.epoch, b.spec, inputs or ()))
             node.set_timer(now + node.params.renew_every, ("renew", b.pid, b.epoch))
-        elif b.purpose == "fail":
+        elif b.purpose in ("fail", "cancel"):
             self._propose(b, self._failure(b), now)
         elif b.purpose == "move":
             moved = Outcome(
@@ -268,6 +268,16 @@ class Proposer:
                 self.node.effect(CancelExecution(b.pid, b.epoch, "lease lost"))
                 self.node.observe("lease_lost", b.pid, {"epoch": b.epoch})
                 self._finish(b, release=False)
+
+    def stop_run(self, pid: str) -> None:
+        """This node cancels a process it runs itself: the run stops and its lease is
+        released, so that the cancel's ballot can start (one ballot per pid here). A run
+        whose result is being proposed already is left to finish: the result wins."""
+        b = self.ballots.get(pid)
+        if b is not None and b.purpose == "claim" and b.phase == "run":
+            self.node.effect(CancelExecution(b.pid, b.epoch, "cancelled"))
+            self.node.observe("lease_lost", b.pid, {"epoch": b.epoch})
+            self._finish(b, release=True)
 
     def on_renew_timer(self, pid: str, epoch: int, now: float) -> None:
         b = self.ballots.get(pid)
