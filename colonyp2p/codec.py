@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import math
 import types
 import typing
@@ -93,11 +94,16 @@ def plain_bytes_without(obj: Any, field: str) -> bytes:
 
 
 def loads(raw: bytes) -> Any:
-    """Decode CBOR, raising MalformedMessage on garbage."""
+    """Decode one CBOR item that is all of ``raw``, raising MalformedMessage on garbage
+    (cbor2.loads stops after the first item and ignores what follows)."""
+    fp = io.BytesIO(raw)
     try:
-        return cbor2.loads(raw)
+        data = cbor2.CBORDecoder(fp).decode()
     except Exception as exc:  # cbor2 raises many kinds of errors on garbage
         raise MalformedMessage(f"not CBOR: {exc}") from exc
+    if fp.tell() != len(raw):
+        raise MalformedMessage(f"{len(raw) - fp.tell()} bytes after the CBOR item")
+    return data
 
 
 def loads_canonical(raw: bytes) -> Any:

@@ -42,7 +42,15 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamError
 
-from colonyp2p.errors import BadBlock, BlockNotFound, ColonyError, MfsError, StoreError
+from colonyp2p import codec
+from colonyp2p.errors import (
+    BadBlock,
+    BlockNotFound,
+    ColonyError,
+    MalformedMessage,
+    MfsError,
+    StoreError,
+)
 from colonyp2p.mfs import cid as cids
 from colonyp2p.mfs.blockstore import BlockStore, BlockWriter
 from colonyp2p.mfs.chunking import MAX_BLOCK_SIZE
@@ -126,9 +134,9 @@ def decode_request(raw: bytes) -> Request:
     if len(raw) > MAX_REQUEST:
         raise BadExchangeMessage(f"a request of {len(raw)} bytes (at most {MAX_REQUEST})")
     try:
-        body = cbor2.loads(raw)
-    except Exception as exc:
-        raise BadExchangeMessage(f"not CBOR: {exc}") from None
+        body = codec.loads(raw)
+    except MalformedMessage as exc:
+        raise BadExchangeMessage(str(exc)) from None
     if not isinstance(body, dict) or not isinstance(body.get("op"), str):
         raise BadExchangeMessage("a request is a map with an op")
     op = body["op"]
@@ -172,20 +180,16 @@ def encode_reply(value: list[str] | list[bytes] | int) -> bytes:
 
 def decode_ids(raw: bytes) -> tuple[str, ...]:
     try:
-        return _ids(cbor2.loads(raw))
-    except BadExchangeMessage:
-        raise
-    except Exception as exc:
-        raise BadExchangeMessage(f"not CBOR: {exc}") from None
+        return _ids(codec.loads(raw))
+    except MalformedMessage as exc:
+        raise BadExchangeMessage(str(exc)) from None
 
 
 def decode_raws(raw: bytes) -> tuple[bytes, ...]:
     try:
-        return _list_of(cbor2.loads(raw), bytes, MAX_IDS, "labels")
-    except BadExchangeMessage:
-        raise
-    except Exception as exc:
-        raise BadExchangeMessage(f"not CBOR: {exc}") from None
+        return _list_of(codec.loads(raw), bytes, MAX_IDS, "labels")
+    except MalformedMessage as exc:
+        raise BadExchangeMessage(str(exc)) from None
 
 
 # --- serving -------------------------------------------------------------------------

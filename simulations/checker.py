@@ -231,8 +231,10 @@ class Checker:
     def check_stored(self, gone: Iterable[int], at: float) -> None:
         """Every acknowledged, unfinished process is still on some member's disk."""
         gone_set = set(gone)
-        for pid in self.acknowledged:
-            if pid in self.terminal:
+        # in submission order: a set's order follows PYTHONHASHSEED, and the same seed
+        # must name the same process in every interpreter
+        for pid in self.submitted:
+            if pid not in self.acknowledged or pid in self.terminal:
                 continue
             holders = self.holders.get(pid, set())
             if not holders - gone_set:

@@ -15,12 +15,14 @@ from typing import Any
 import cbor2
 import pytest
 import trio
+from libp2p.host.exceptions import StreamFailure
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.record import make_signed_put_record
 
 from colonyp2p import codec
+from colonyp2p.errors import BadSignature, MalformedMessage
 from colonyp2p.identity import Identity
 from colonyp2p.model.signing import unsigned_bytes
 from colonyp2p.node import discovery
@@ -177,10 +179,13 @@ async def test_forged_and_stale_address_records_are_refused_and_never_returned()
         ]
         stale = AddrRecord.create(victim.identity, COLONY, evil, time.time() - 60)
 
-        for record in forgeries:
-            with pytest.raises(Exception):  # noqa: B017 - the DHT lets any error through
+        # mallory's signature on the victim's record; the victim's key holding mallory's
+        refusals = [(BadSignature, "forged"), (ValueError, "record of .* under")]
+        for record, (error, match) in zip(forgeries, refusals, strict=True):
+            with pytest.raises(error, match=match):
                 mallory.discovery.validator.validate(key, record.encode())
-            with pytest.raises(Exception):  # noqa: B017
+            # put_value runs the same validator and lets its error through
+            with pytest.raises(error, match=match):
                 await mallory.discovery.dht.put_value(key, record.encode())
         # straight to the other nodes' DHT, past mallory's own checks
         dht = mallory.discovery.dht
@@ -228,7 +233,8 @@ async def test_non_members_are_neither_found_nor_served() -> None:
         # refused by the transport's gate before the DHT parses a byte of theirs
         refused = [dict(n.transport.rejections.by_protocol.get("kad", {})) for n in nodes]
         assert sum(r.get("not_member", 0) for r in refused) >= 1, refused
-        with pytest.raises(Exception):  # noqa: B017 - whatever multiselect raises
+        # a client serves no DHT: multiselect finds no KAD handler there
+        with pytest.raises(StreamFailure):
             await nodes[2].transport.host.new_stream(ID.from_base58(client.id), [KAD_PROTOCOL])
 
 
@@ -288,23 +294,57 @@ def test_the_validator_accepts_only_signed_canonical_records_of_our_colony() -> 
     validator.validate(key, good.encode())
     data = codec.to_data(good)
     many = ("/ip4/10.0.0.1/tcp/1",) * 9
-    refused = {
-        "other key": (addr_key(bob.member_id), good.encode()),
-        "other colony": (key, AddrRecord.create(alice, "ff" * 32, [], now).encode()),
-        "bad signature": (key, dataclasses.replace(good, signature=bytes(64)).encode()),
+    refused: dict[str, tuple[str, bytes, type[Exception], str]] = {
+        "other key": (addr_key(bob.member_id), good.encode(), ValueError, "record of .* under"),
+        "other colony": (
+            key,
+            AddrRecord.create(alice, "ff" * 32, [], now).encode(),
+            ValueError,
+            "record for colony 'ff",
+        ),
+        "bad signature": (
+            key,
+            dataclasses.replace(good, signature=bytes(64)).encode(),
+            BadSignature,
+            "forged or corrupted signature",
+        ),
         "signed by bob": (
             key,
             dataclasses.replace(good, signature=bob.sign(unsigned_bytes(good))).encode(),
+            BadSignature,
+            "forged or corrupted signature",
         ),
-        "future": (key, AddrRecord.create(alice, COLONY, [], now + 3600).encode()),
-        "not canonical": (key, cbor2.dumps(dict(reversed(list(data.items()))))),
-        "unknown field": (key, cbor2.dumps({**data, "x": 1}, canonical=True)),
-        "too many addrs": (key, signed(alice, AddrRecord(alice.member_id, COLONY, many, now))),
-        "garbage": (key, b"\xff\x00"),
-        "other namespace": ("/colonyp2p/x/1", good.encode()),
+        "future": (
+            key,
+            AddrRecord.create(alice, COLONY, [], now + 3600).encode(),
+            ValueError,
+            "in the future",
+        ),
+        "not canonical": (
+            key,
+            cbor2.dumps(dict(reversed(list(data.items())))),
+            MalformedMessage,
+            "not in canonical form",
+        ),
+        "unknown field": (
+            key,
+            cbor2.dumps({**data, "x": 1}, canonical=True),
+            MalformedMessage,
+            r"unknown fields \['x'\]",
+        ),
+        "too many addrs": (
+            key,
+            signed(alice, AddrRecord(alice.member_id, COLONY, many, now)),
+            ValueError,
+            "9 addresses",
+        ),
+        "garbage": (key, b"\xff\x00", MalformedMessage, "not CBOR"),
+        "other namespace": ("/colonyp2p/x/1", good.encode(), ValueError, "no records under"),
     }
-    for case, (k, value) in refused.items():
-        with pytest.raises(Exception):  # noqa: B017 - the DHT lets any error through
+    for case, (k, value, error, match) in refused.items():
+        # the error the validator's contract names (ValueError or a ColonyError) and why:
+        # any other exception is a bug in the validator, not a refusal
+        with pytest.raises(error, match=match):
             validator.validate(k, value)
             pytest.fail(case)
 

@@ -8,16 +8,16 @@ that it lasts seconds, and the test waits on the fetch's own progress, never on 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
 from cluster import Cluster, Node, cluster, wait_for
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colonyp2p.identity import Identity
@@ -62,10 +62,85 @@ def test_a_request_decodes_to_itself(request: Request) -> None:
     assert decode_request(encode_request(request)) == request
 
 
-@given(st.binary(max_size=512))
+def _cut_short(raw: bytes) -> st.SearchStrategy[bytes]:
+    return st.integers(0, len(raw) - 1).map(lambda n: raw[:n])
+
+
+# Inputs that are never a request: random bytes (a request needs a map with a known op
+# spelt out, which random bytes do not hold) and requests cut short (CBOR items are
+# self-delimiting, so no proper prefix of one is a whole item).
+garbage = st.one_of(
+    st.binary(max_size=512),
+    requests.map(encode_request).flatmap(_cut_short),
+)
+
+
+@given(garbage)
 def test_garbage_is_refused_as_a_bad_message_and_nothing_else(raw: bytes) -> None:
-    with contextlib.suppress(BadExchangeMessage):
+    with pytest.raises(BadExchangeMessage):
         decode_request(raw)
+
+
+def test_bytes_after_a_request_are_refused() -> None:
+    # cbor2.loads stops after the first item; codec.loads refuses what follows it
+    with pytest.raises(BadExchangeMessage, match="1 bytes after the CBOR item"):
+        decode_request(encode_request(ListLabels()) + b"\x00")
+
+
+class _Stream:
+    """An in-memory stream from a member, as BlockServer.handle sees one."""
+
+    def __init__(self, incoming: bytes) -> None:
+        self.incoming = bytearray(incoming)
+        self.written = bytearray()
+        self.muxed_conn = SimpleNamespace(peer_id="member")
+        self.ended: str | None = None  # "closed" or "reset"
+
+    async def read(self, n: int) -> bytes:
+        chunk = bytes(self.incoming[:n])
+        del self.incoming[:n]
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+
+    async def close(self) -> None:
+        self.ended = "closed"
+
+    async def reset(self) -> None:
+        self.ended = "reset"
+
+
+class _OneLabel:
+    def label_ids(self) -> list[str]:
+        return ["ab" * 32]
+
+    def labels_raw(self, ids: Any) -> list[bytes]:
+        return []
+
+    async def receive_labels(self, sender: str, raws: Any) -> int:
+        return 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(garbage)
+def test_a_server_sent_garbage_refuses_it_and_still_serves(raw: bytes) -> None:
+    refused: list[Exception] = []
+    server = BlockServer(
+        None,  # type: ignore[arg-type]  # no request here reaches the store
+        _OneLabel(),
+        lambda m: m == "member",
+        refuse=lambda peer, exc: refused.append(exc),
+    )
+    bad, control = _Stream(frame(raw)), _Stream(frame(encode_request(ListLabels())))
+    trio.run(server.handle, bad)
+    assert [type(e) for e in refused] == [BadExchangeMessage]
+    assert (bad.ended, bytes(bad.written)) == ("reset", b"")  # dropped, nothing answered
+    assert server.stats["refused_malformed"] == 1
+    # the control request on a new stream is answered: the server still serves
+    trio.run(server.handle, control)
+    assert bytes(control.written) == frame(encode_reply(["ab" * 32]))
+    assert control.ended == "closed" and len(refused) == 1
 
 
 @given(st.lists(_label_id, max_size=30), st.lists(st.binary(max_size=100), max_size=30))

@@ -146,10 +146,21 @@ def test_a_partition_heals_without_lost_or_duplicate_results(
             pool.submit(_submit_all, majority[2], [_sleep_spec(100 + i) for i in range(4)]),
             pool.submit(_submit_all, minority[0], [_sleep_spec(200 + i) for i in range(2)]),
         ]
-        time.sleep(PARTITION_SECONDS)  # the partition lasts this long, on purpose
+        time.sleep(PARTITION_SECONDS)  # at least this long, on purpose: leases run out
+
+        # and until the majority, on its own, decided a process: waited for, with a
+        # generous deadline, rather than asserted to fall within a fixed window
+        def decided_during_cut() -> set[str] | None:
+            decided = {
+                e["pid"] for e in events(owner) if e["kind"] == "decided" and e["t"] > cut_at
+            }
+            return decided or None
+
+        during_cut = wait_for(
+            decided_during_cut, 120, "the majority to decide a process while cut off"
+        )
         for name in CUT:
             network.heal(name)
-        healed_at = time.time()
         print(f"healed at {time.monotonic() - start:.1f} s")
 
         late = [s for f in during for s in f.result()]
@@ -204,14 +215,6 @@ def test_a_partition_heals_without_lost_or_duplicate_results(
             (value,) = values
             executor = views["owner"][pid]["executor"]
             assert value.startswith(f"successful:{executor}:"), (pid, value, executor)
-
-        # the majority went on while the minority was cut off
-        during_cut = {
-            e["pid"]
-            for e in logs["owner"]
-            if e["kind"] == "decided" and cut_at < e["t"] < healed_at and e["pid"] in expected
-        }
-        assert during_cut, "the majority decided nothing while the minority was cut off"
 
         # --- the formerly cut-off daemons recovered: they work as members again -------
         for node in minority:

@@ -96,11 +96,13 @@ async def test_calls_beyond_the_workers_wait_for_one() -> None:
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(call)
+                # both workers busy at once: waited for, not left to a lucky sample
+                await _until(lambda: len(pool.busy_pids) == 2, "both workers busy")
                 while len(done) < 5:
                     most = max(most, len(pool.busy_pids))
                     await trio.sleep(0.005)
         assert done == [RunResult(True, output=(None,))] * 5
-        assert most == 2
+        assert most == 2  # never a third at once
         assert pool.started <= 3  # two workers and a spare, not a Python per call
     finally:
         await pool.close()
@@ -161,14 +163,15 @@ async def test_a_cancelled_call_kills_its_worker() -> None:
     pool = _pool()
     try:
         busy: list[int] = []
-        with trio.move_on_after(5) as scope:
+        # a deadline against a hang only: how fast the cancel is is no business of a test
+        with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pool.run, "nap", (60,), {}, (), print, 0)
                 await _until(lambda: pool.busy_pids, "a busy worker")
                 busy = pool.busy_pids
                 nursery.cancel_scope.cancel()
-        assert not scope.cancelled_caught and busy
-        assert not _alive(busy[0])
+        assert busy
+        assert not _alive(busy[0])  # killed, not left to sleep out its 60 s
         assert busy[0] not in pool.idle_pids
         assert (await pool.run("getpid", (), {}, (), print, 0)).ok  # the pool goes on
     finally:
@@ -222,7 +225,9 @@ async def test_the_executor_runs_specs_in_workers_and_checks_the_name_first() ->
     try:
         spec = FunctionSpec("getpid")
         got = await executor.run(RunRequest("p" * 64, spec, (), Path(".")), print)
+        # it ran in one of the pool's workers (idle again now), not in this process
         assert got.ok and got.output[0] != os.getpid()
+        assert got.output[0] in executor.pool.idle_pids
         started = executor.pool.started
         unknown = await executor.run(
             RunRequest("p" * 64, FunctionSpec("nope"), (), Path(".")), print

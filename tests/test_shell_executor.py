@@ -26,15 +26,13 @@ MINIMAL_ENV = {"PATH", "HOME", "PWD", "TMPDIR", "LANG", "COLONY_PROCESS_ID"}
 
 
 class Log:
-    """A log sink that remembers each line and when it came."""
+    """A log sink that remembers each line."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.times: list[float] = []
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
-        self.times.append(time.monotonic())
 
 
 def request(
@@ -99,10 +97,20 @@ async def test_killed_by_signal_says_which(tmp_path: Path) -> None:
 
 
 async def test_runs_in_workdir_and_lines_stream_as_they_come(tmp_path: Path) -> None:
-    result, log = await run(tmp_path, "sh", "-c", "pwd; sleep 0.6; echo late")
+    # the command waits for a file that the log sink writes on reading its first line:
+    # were lines held back until the end, it would never end (run() fails after 10 s)
+    go = tmp_path / "go"
+    log = Log()
+
+    def sink(line: str) -> None:
+        log(line)
+        go.touch()
+
+    script = f"pwd; while [ ! -e {go} ]; do sleep 0.02; done; echo late"
+    with trio.fail_after(10):
+        result = await ShellExecutor().run(request(tmp_path, "sh", "-c", script), sink)
     assert result.ok
     assert log.lines == [str(tmp_path), "late"]
-    assert log.times[1] - log.times[0] > 0.4  # the first line did not wait for the end
 
 
 def _seen(log: Log) -> dict[str, str]:
@@ -198,33 +206,33 @@ async def test_unknown_command_is_a_failed_result(tmp_path: Path) -> None:
 
 
 async def test_deadline_kills_the_process_group(tmp_path: Path) -> None:
-    start = time.monotonic()
-    script = "sleep 30 & echo $! > child.pid; echo going to sleep >&2; wait"
+    script = "echo $$ > sh.pid; sleep 30 & echo $! > child.pid; echo going to sleep >&2; wait"
     result, _ = await run(tmp_path, "sh", "-c", script, maxexectime=0.8)
-    elapsed = time.monotonic() - start
     assert not result.ok
     assert result.errors[0].startswith(KILLED_AT_DEADLINE)
     assert "going to sleep" in result.errors[1]
-    assert elapsed < 2.5
+    # the leader and its child are dead (run() returned long before the 30 s were up)
+    assert not alive(int((tmp_path / "sh.pid").read_text()))
     assert not alive(int((tmp_path / "child.pid").read_text()))
 
 
 async def test_request_deadline_applies_too(tmp_path: Path) -> None:
-    start = time.monotonic()
-    result, _ = await run(tmp_path, "sleep", 30, deadline=time.time() + 0.5)
+    script = "echo $$ > sleep.pid; exec sleep 30"
+    result, _ = await run(tmp_path, "sh", "-c", script, deadline=time.time() + 0.5)
     assert not result.ok
     assert result.errors[0].startswith(KILLED_AT_DEADLINE)
-    assert time.monotonic() - start < 2.0
+    assert not alive(int((tmp_path / "sleep.pid").read_text()))
 
 
 async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
-    start = time.monotonic()
     executor = ShellExecutor(grace=0.5)
-    script = "trap '' TERM; echo ready; while true; do sleep 0.1; done"
-    result, _ = await run(tmp_path, "sh", "-c", script, maxexectime=0.5, executor=executor)
+    script = "echo $$ > sh.pid; trap '' TERM; echo ready; while true; do sleep 0.1; done"
+    result, log = await run(tmp_path, "sh", "-c", script, maxexectime=0.5, executor=executor)
     assert not result.ok
     assert result.errors[0].startswith(KILLED_AT_DEADLINE)
-    assert time.monotonic() - start < 2.5
+    assert "ready" in log.lines  # the trap was set before the deadline
+    # a shell that ignores SIGTERM and never ends by itself is gone: SIGKILL reached it
+    assert not alive(int((tmp_path / "sh.pid").read_text()))
 
 
 async def test_cancellation_kills_the_process_group_and_propagates(tmp_path: Path) -> None:
@@ -232,8 +240,7 @@ async def test_cancellation_kills_the_process_group_and_propagates(tmp_path: Pat
     log = Log()
     req = request(tmp_path, "sh", "-c", "sleep 30 & echo $! > child.pid; echo $$ > sh.pid; wait")
     finished: list[RunResult] = []
-    start = time.monotonic()
-    with trio.fail_after(5):
+    with trio.fail_after(30):  # against a hang only
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
 
@@ -247,7 +254,6 @@ async def test_cancellation_kills_the_process_group_and_propagates(tmp_path: Pat
                 scope.cancel()
     assert scope.cancelled_caught  # the Cancelled went through run(), not swallowed
     assert finished == []
-    assert time.monotonic() - start < 4
     assert not alive(child)
     assert not alive(leader)
 
@@ -261,7 +267,9 @@ async def test_children_left_behind_are_killed_after_a_normal_exit(tmp_path: Pat
 def test_hardware_is_this_machine() -> None:
     hw = ShellExecutor().hardware()
     assert hw.cores == len(os.sched_getaffinity(0))
-    assert hw.memory > 0
+    with open("/proc/meminfo", encoding="ascii") as meminfo:  # MemTotal, in KiB
+        total = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    assert hw.memory == total * 1024
 
 
 def test_stringify_spells_json_scalars() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -384,16 +383,13 @@ async def test_a_job_past_its_deadline_is_scancelled(slurm: None, tmp_path: Path
     req = request(
         tmp_path, "sh", "-c", "echo $$ > job.pid; echo started; exec sleep 60", maxexectime=4
     )
-    start = time.monotonic()
-    with trio.fail_after(30):
+    with trio.fail_after(30):  # against a hang only; the job would sleep for 60 s
         result = await SlurmExecutor(poll=0.2).run(req, log)
-    elapsed = time.monotonic() - start
     job = submitted_job(log)
     assert not result.ok
     assert result.errors[0].startswith(KILLED_AT_DEADLINE)
     assert "deadline" in result.errors[0]
     assert "scancel" in result.errors[0]
-    assert 4 <= elapsed < 15
     assert "started" in log.lines  # it was killed running, not merely taken off the queue
     assert job not in active_jobs()
     assert not alive(int((tmp_path / "job.pid").read_text()))
@@ -429,4 +425,6 @@ def test_hardware_comes_from_sinfo(slurm: None) -> None:
     hw = SlurmExecutor().hardware()
     assert hw.nodes == 1
     assert hw.cores == len(os.sched_getaffinity(0))
-    assert hw.memory > 0
+    # the node's RealMemory (MiB), as sinfo reports it, in bytes
+    sinfo = subprocess.run(["sinfo", "-h", "-N", "-o", "%m"], capture_output=True, text=True)
+    assert hw.memory == int(sinfo.stdout.split()[0]) << 20, sinfo
