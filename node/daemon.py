@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sqlite3
 import time
 from collections import OrderedDict, deque
@@ -115,6 +116,12 @@ SPECS_REMEMBERED = 10_000  # of this node's submissions, and of pids that are no
 STATUS_RECHECK = 0.05  # s: how often status_of looks whether a keeper it waits for is lost
 # messages that ask and state nothing this node has yet to make durable (see _carry_out)
 REQUESTS = (StoreSpec, Prepare, Accept, Decide, Renew, Release, Query, Offer)
+# Test-only fault point (tests/test_ack_durability.py), read once at start: the name of a
+# table; the daemon SIGKILLs itself at its first commit persisting a row of it, once all
+# it queued to send has been written, before the commit. It lands a kill where sends
+# made before the commit (acknowledgements of what is not durable yet) would escape.
+KILL_AT_COMMIT_ENV = "COLONYP2P_TEST_KILL_AT_COMMIT"
+KILL_FLUSH_LIMIT = 10.0  # s: how long the fault waits for the senders before killing
 
 
 class CoreFailed(ColonyError):
@@ -226,6 +233,7 @@ class Daemon:
         self.health = Health()  # supervised subsystems, for `colonynode status`
         self.admission = Admission(self)
         self.fs = FsService(self)  # the meta-filesystem (node/fs.py)
+        self._kill_at_commit = os.environ.get(KILL_AT_COMMIT_ENV, "")  # tests only
 
     @staticmethod
     def _params(config: Config) -> Params:
@@ -520,6 +528,8 @@ class Daemon:
             for e in effects:
                 if isinstance(e, Send) and isinstance(e.msg, REQUESTS):
                     self._outbox(e.to).send_nowait(e.msg)
+            if self._kill_at_commit and any(p.table == self._kill_at_commit for p in persists):
+                await self._kill_before_commit()
             await trio.to_thread.run_sync(self.store.apply, persists)
         for e in effects:
             if isinstance(e, Send):
@@ -550,6 +560,19 @@ class Daemon:
             self._addrs_due.set()
             # a revoked member loses its connections (and with them its gossip) at once
             await self.transport.drop_non_members()
+
+    async def _kill_before_commit(self) -> None:
+        """The test-only fault point (KILL_AT_COMMIT_ENV): wait until every sender has
+        written what was queued for it (each idle on an empty outbox), then SIGKILL."""
+        with trio.move_on_after(KILL_FLUSH_LIMIT):
+            while not all(
+                box.statistics().current_buffer_used == 0
+                and box.statistics().tasks_waiting_receive > 0
+                for box in self._outboxes.values()
+            ):
+                await trio.sleep(0.01)
+        log.warning("test fault %s: killed before a commit", KILL_AT_COMMIT_ENV)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _learned_outcome(self, pid: str, value: Outcome) -> None:
         """An outcome the core accepted from a sender entitled to tell it (the record's

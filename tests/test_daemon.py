@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,13 @@ import pytest
 import trio
 from cluster import FAST, Cluster, Node, cluster, events, wait_for
 
-from colonyp2p.core.messages import Message, Query, SpecAnnounce, StoreSpec
+from colonyp2p.core.messages import Message, Query, SpecAnnounce, Status, StoreSpec
 from colonyp2p.core.topics import spec_topic
 from colonyp2p.errors import ApiError
 from colonyp2p.identity import Identity
 from colonyp2p.model.signed import SignedSpec
 from colonyp2p.model.spec import FunctionSpec
-from colonyp2p.node.transport import ConnectFailed, Transport
+from colonyp2p.node.transport import Transport
 
 pytestmark = pytest.mark.slow
 
@@ -140,55 +141,131 @@ def test_a_daemon_restarted_after_sigkill_keeps_what_it_acknowledged(tmp_path: P
         assert n2.status()["membership_version"] == 3
 
 
+DEADLINE = 60.0  # s: for a few exchanges with a daemon on a busy machine
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Poll ``condition`` until it holds, or fail saying ``what``."""
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+async def _answered(transport: Transport, to: str, inbox: list[object], tag: str) -> None:
+    """Send ``to`` a Query its core answers whatever it knows (a Status), and wait for the
+    answer: the member's path through ``to`` is live."""
+    assert await transport.send(to, Query(tag)), f"{tag}: not sent"
+    await _until(lambda: Status(tag, False) in inbox, f"the answer to {tag}")
+
+
+def _refused_streams(node: Node) -> int:
+    """Colony streams ``node`` refused as the stream opened, their peer not a member."""
+    return int(node.status()["refused"].get("msg", {}).get("not_member", 0))
+
+
+def _disconnected(transport: Transport, member: str) -> bool:
+    return member not in transport.connected()
+
+
+def _guest(identity: Identity, colony_id: str, inbox: list[object]) -> Transport:
+    """A libp2p host for ``identity`` driven by the test; what it receives goes to
+    ``inbox``. It would talk to anyone, and never closes a connection itself."""
+    return Transport(
+        identity,
+        colony_id,
+        is_member=lambda m: True,
+        on_message=lambda s, m: inbox.append(m),
+        on_announcement=lambda s, m: inbox.append(m),
+    )
+
+
 def test_a_revoked_member_is_refused(tmp_path: Path) -> None:
     with cluster(tmp_path) as c:
         owner = c.found()
         n1 = c.join("n1", owner)
-        gone = c.join("gone", owner)
-        owner.cli("members", "revoke", gone.member_id)
-        wait_for(partial(n1.has_version, 4), 20, "n1 to learn the revocation")
-        # its own node may have learned it too (then it refuses its own key), or not yet
-        try:
-            answer = gone.submit({"funcname": "add", "args": [1, 2]})
-            assert answer["acknowledged"] is False
-        except ApiError as exc:
-            assert exc.status == 403
-        # whatever the revoked key sends now is refused and counted
-        before = owner.status()["rejected"].get("not_member", 0)
-        received = _intrude(gone.home.identity(), owner, Query("anything"))
-        assert received == []
-        assert owner.status()["rejected"].get("not_member", 0) > before
+        stays = c.join("stays", owner, role="user", start=False)
+        gone = c.join("gone", owner, start=False)
+        wait_for(partial(n1.has_version, 4), 20, "n1 to learn membership v4")
+        status = n1.status()
+        colony_id = status["colony_id"]
+        stays_inbox: list[object] = []
+        gone_inbox: list[object] = []
+
+        async def run() -> None:
+            member = _guest(stays.home.identity(), colony_id, stays_inbox)
+            revoked = _guest(gone.home.identity(), colony_id, gone_inbox)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(member.run)
+                await nursery.start(revoked.run)
+                for node in (owner, n1):
+                    addr = (await trio.to_thread.run_sync(node.status))["addrs"][0]
+                    assert await member.connect(addr) == node.member_id
+                    assert await revoked.connect(addr) == node.member_id
+                    # before: gone's message is answered over the connection it keeps open
+                    await _answered(revoked, node.member_id, gone_inbox, f"before-{node.name}")
+                refused = await trio.to_thread.run_sync(_refused_streams, n1)
+                await trio.to_thread.run_sync(owner.cli, "members", "revoke", gone.member_id)
+                # n1 learns the revocation from the owner, as a member that did not make it
+                await trio.to_thread.run_sync(
+                    wait_for, partial(n1.has_version, 5), 20, "n1 to learn the revocation"
+                )
+                # each closes gone's connection itself (gone never closes one): the owner
+                # as it revokes, n1 as it applies the new membership
+                for node in (owner, n1):
+                    await _until(
+                        partial(_disconnected, revoked, node.member_id),
+                        f"{node.name} to close the revoked member's connection",
+                        timeout=20,
+                    )
+                # gone sends the same again: its stream died with its connection, and the
+                # new connection's stream is refused as it opens, and counted
+                assert not await revoked.send(n1.member_id, Query("after"))
+                assert await trio.to_thread.run_sync(_refused_streams, n1) > refused
+                # control: a member's message sent afterwards is answered
+                await _answered(member, n1.member_id, stays_inbox, "control")
+                assert gone_inbox == [Status("before-owner", False), Status("before-n1", False)]
+                nursery.cancel_scope.cancel()
+
+        trio.run(run)
 
 
 def _intrude(
-    identity: Identity, target: Node, msg: Message, announce: SpecAnnounce | None = None
+    identity: Identity,
+    control: Identity,
+    target: Node,
+    msg: Message,
+    announce: SpecAnnounce | None = None,
 ) -> list[object]:
     """Send ``msg`` to ``target`` as ``identity`` over a real libp2p host (and publish
-    ``announce`` on its topic); what came back."""
+    ``announce`` on its topic), then a control message as the member ``control`` once
+    the target counted the intruder's stream refused; what came back to the intruder
+    by the time the control message was answered."""
     status = target.status()
     colony_id, addr = status["colony_id"], status["addrs"][0]
     received: list[object] = []
+    answers: list[object] = []
 
     async def run() -> None:
-        transport = Transport(
-            identity,
-            colony_id,
-            is_member=lambda m: True,  # the intruder would talk to anyone
-            on_message=lambda s, m: received.append(m),
-            on_announcement=lambda s, m: received.append(m),
-        )
+        intruder = _guest(identity, colony_id, received)
+        member = _guest(control, colony_id, answers)
+        refused = await trio.to_thread.run_sync(_refused_streams, target)
         async with trio.open_nursery() as nursery:
-            await nursery.start(transport.run)
-            try:
-                member = await transport.connect(addr)
-            except ConnectFailed:
-                member = target.member_id  # refused at the door is fine too
+            await nursery.start(intruder.run)
+            await nursery.start(member.run)
+            # a connection carries nothing yet: the gate refuses a stranger's streams
+            assert await intruder.connect(addr) == target.member_id
             if announce is not None:
                 topic = spec_topic(colony_id, announce.spec.spec)
-                await transport.subscribe(topic)
-                await transport.publish(topic, announce)
-            await transport.send(member, msg)
-            await trio.sleep(1.0)  # give the daemon time to (not) answer
+                await intruder.subscribe(topic)
+                await intruder.publish(topic, announce)
+            assert not await intruder.send(target.member_id, msg)
+            await _until(
+                lambda: _refused_streams(target) > refused, "the intruder's stream refused"
+            )
+            assert await member.connect(addr) == target.member_id
+            await _answered(member, target.member_id, answers, "control")
             nursery.cancel_scope.cancel()
 
     trio.run(run)
@@ -199,11 +276,16 @@ def test_a_non_member_with_the_right_addresses_gets_nothing_in(tmp_path: Path) -
     with cluster(tmp_path) as c:
         owner = c.found()
         colony_id = owner.status()["colony_id"]
+        member = c.join("member", owner, role="user", start=False)
         stranger = Identity.generate()
         spec = SignedSpec.create(FunctionSpec("add", args=(1, 2)), stranger, colony_id, 0.0, b"x")
         keepers = (owner.member_id,)
         received = _intrude(
-            stranger, owner, StoreSpec(spec, keepers, 1), SpecAnnounce(spec, keepers)
+            stranger,
+            member.home.identity(),
+            owner,
+            StoreSpec(spec, keepers, 1),
+            SpecAnnounce(spec, keepers),
         )
         assert received == []
         refused = owner.status()["rejected"]

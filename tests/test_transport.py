@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,6 +12,7 @@ from typing import Any
 import cbor2
 import pytest
 import trio
+from libp2p.host.exceptions import StreamFailure
 from libp2p.peer.id import ID
 
 from colonyp2p import wire
@@ -286,24 +286,38 @@ async def test_a_non_member_stream_is_refused_even_with_a_signed_envelope() -> N
         assert a.messages == [(b.id, Query("member"))]
 
 
+def refused_msgs(node: Node) -> int:
+    """What ``node`` refused on its colony streams because the peer is not a member."""
+    return node.transport.rejections.by_protocol_dict().get("msg", {}).get("not_member", 0)
+
+
 async def test_a_member_revoked_at_run_time_is_refused_afterwards() -> None:
     async with network() as net:
-        a, b = await net.add(), await net.add(is_member=lambda _: True)
+        a, c = await net.add(), await net.add()
+        b = await net.add(is_member=lambda _: True)  # b would talk to anyone
         await link(a, b)
+        await link(c, a)
         assert await b.transport.send(a.id, Query("before"))
-        await until(lambda: len(a.messages) == 1)
+        await until(lambda: a.messages == [(b.id, Query("before"))])
         net.members.discard(b.id)
-        assert await b.transport.send(a.id, Query("after"))  # on the stream already open
-        await until(lambda: a.transport.rejections["not_member"] == 1)
-        # a new stream is refused as it opens, often before b has finished negotiating it
-        with contextlib.suppress(Exception):
-            stream = await raw_stream(b, a)
-            await stream.write(raw_frame(b.identity, Query("again")))
-        await until(lambda: a.transport.rejections["not_member"] == 2)
-        assert a.messages == [(b.id, Query("before"))]
+        # on the stream already open: written, and refused as it arrives, and counted
+        assert await b.transport.send(a.id, Query("after"))
+        await until(lambda: refused_msgs(a) == 1)
+        # a new stream is refused as it opens: b's negotiation fails, and a counts it
+        with pytest.raises(StreamFailure):
+            await raw_stream(b, a)
+        await until(lambda: refused_msgs(a) == 2)
         assert not await a.transport.send(b.id, Query("to b"))  # nor does a talk to b
+        # a's connection to b stays until its driver drops it (the daemon does, when the
+        # membership changes): then it is closed on both sides
+        assert b.id in a.transport.connected()
         assert await a.transport.drop_non_members() == 1
         await until(lambda: b.id not in a.transport.connected())
+        await until(lambda: a.id not in b.transport.connected())
+        # control: a member's message sent afterwards arrives; b's never did
+        assert await c.transport.send(a.id, Query("control"))
+        await until(lambda: len(a.messages) == 2)
+        assert a.messages == [(b.id, Query("before")), (c.id, Query("control"))]
 
 
 # --- forged frames ------------------------------------------------------------------------
