@@ -187,8 +187,11 @@ class WorkerPool:
         inputs: tuple[Any, ...],
         log_line: LogSink,
         maxretries: int,
+        cwd: str | None = None,
     ) -> RunResult:
         message = {"funcname": funcname, "args": args, "kwargs": kwargs, "inputs": inputs}
+        if cwd is not None:
+            message["cwd"] = cwd  # the call runs there (see worker.py)
         deaths: list[str] = []
         async with self._slots, trio.open_nursery() as nursery:
             while True:

@@ -64,8 +64,11 @@ class PythonExecutor:
     async def run(self, request: RunRequest, log: LogSink) -> RunResult:
         spec = request.spec
         if self.pool is not None and spec.funcname in self.pooled:
+            # a spec's fs directives fill the run's working directory: the call runs
+            # there, so that it reads and writes them by relative paths
+            cwd = str(request.workdir) if spec.fs.snapshots or spec.fs.dirs else None
             return await self.pool.run(
-                spec.funcname, spec.args, spec.kwargs, request.inputs, log, spec.maxretries
+                spec.funcname, spec.args, spec.kwargs, request.inputs, log, spec.maxretries, cwd
             )
         prepared = self.registry.prepare(spec.funcname, spec.args, spec.kwargs, request.inputs)
         if isinstance(prepared, RunResult):

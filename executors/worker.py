@@ -4,7 +4,9 @@
 registry as the node (``executors/python.py``) and answers calls on a private copy of
 its stdin and stdout: each message is a 4-byte big-endian length and a CBOR map.
 
-- node to worker: ``{"funcname", "args", "kwargs", "inputs"}``;
+- node to worker: ``{"funcname", "args", "kwargs", "inputs"}`` and, for a run with
+  sync directives (a spec's ``fs``), ``"cwd"``: the run's working directory, where the
+  call runs;
 - worker to node: ``{"log": line}`` for each line the function prints, then
   ``{"ok", "output", "errors"}``.
 
@@ -141,9 +143,17 @@ def main(argv: list[str]) -> int:
         call = read_frame(calls)
         if call is None:
             return 0
-        result = registry.call(
-            call["funcname"], tuple(call["args"]), dict(call["kwargs"]), tuple(call["inputs"])
-        )
+        # the run's working directory, where a spec's fs directives put its files
+        home = os.getcwd()
+        cwd = call.get("cwd")
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
+        try:
+            result = registry.call(
+                call["funcname"], tuple(call["args"]), dict(call["kwargs"]), tuple(call["inputs"])
+            )
+        finally:
+            os.chdir(home)
         lines.finish()
         try:
             reply = encode_frame(
