@@ -52,6 +52,9 @@ class Checker:
         self.chosen: dict[str, str] = {}
         self.holders: dict[str, set[int]] = {}
         self.runs: set[tuple[str, str, int]] = set()
+        # what each finished run output, by its value id (see value_id): a parent whose
+        # outcome a majority accepted is done before any keeper hears it was chosen
+        self.outputs: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.successful = 0
         self.failed = 0
         self.runs_started = 0
@@ -200,6 +203,25 @@ class Checker:
                     at,
                 )
 
+    def finished(
+        self, pid: str, member_id: str, epoch: int, ok: bool, output: tuple[Any, ...]
+    ) -> None:
+        """A run ended (reported by the engine, whose executors make the outputs)."""
+        kind = "successful" if ok else "failed"
+        self.outputs[(pid, f"{kind}:{member_id}:{epoch}")] = output
+
+    def _done(self, pid: str) -> Terminal | None:
+        """How ``pid`` ended: decided by a keeper, or chosen (accepted by a majority of
+        one configuration's keepers) though no keeper has heard so yet."""
+        got = self.terminal.get(pid)
+        if got is not None:
+            return got
+        chosen = self.chosen.get(pid)
+        if chosen is None:
+            return None
+        output = self.outputs.get((pid, chosen), ())
+        return Terminal(chosen.partition(":")[0], chosen, output)
+
     def started(self, member_id: str, e: StartExecution, at: float) -> None:
         if self.liars and (not e.spec.valid() or e.pid not in self.submitted):
             raise Violation("planted_spec", e.pid, f"{member_id[:12]} runs a planted spec", at)
@@ -210,7 +232,7 @@ class Checker:
             return
         outputs = []
         for parent in parents:
-            got = self.terminal.get(parent)
+            got = self._done(parent)
             if got is None or got.kind != "successful":
                 raise Violation(
                     "workflow_order",

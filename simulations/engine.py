@@ -59,7 +59,8 @@ from colonyp2p.simulations.scenario import Scenario
     CHECK,
     LOST,
     BYZANTINE,
-) = range(15)
+    SETTLED,
+) = range(16)
 KIND_NAMES = (
     "msg",
     "gossip",
@@ -76,6 +77,7 @@ KIND_NAMES = (
     "check",
     "lost",
     "byzantine",
+    "settled",
 )
 CHECK_EVERY = 10.0  # simulated seconds between colony-wide durability checks
 CUT_OFF_AFTER = 5.0  # a revoked member's device is cut off this long after the revocation
@@ -106,6 +108,7 @@ class Result:
     stale_epoch_accepts: int
     terminal: bool
     simulated_seconds: float
+    last_fault: float  # when the last scheduled fault (or submission window) ended
     wall_seconds: float
     events: int
     trace_digest: str
@@ -130,6 +133,7 @@ class Result:
             "stale_epoch_accepts": self.stale_epoch_accepts,
             "terminal": self.terminal,
             "simulated_seconds": round(self.simulated_seconds, 3),
+            "last_fault": round(self.last_fault, 3),
             "wall_seconds": round(self.wall_seconds, 3),
             "events": self.events,
             "events_per_wall_second": round(self.events / max(self.wall_seconds, 1e-9)),
@@ -278,6 +282,7 @@ class Simulation:
             stale_epoch_accepts=c.stale_epoch_accepts,
             terminal=len(c.terminal) == len(self.all_pids),
             simulated_seconds=self.now,
+            last_fault=self.last_fault,
             wall_seconds=time.perf_counter() - started,
             events=self.events,
             trace_digest=self.hasher.hexdigest(),
@@ -328,6 +333,17 @@ class Simulation:
         elif kind == CHECK:
             self.checker.check_stored(self.revoked, self.now)
             self.push(self.now + CHECK_EVERY, CHECK)
+        elif kind == SETTLED:
+            stuck = self.checker.lost()
+            if stuck:
+                raise Violation(
+                    "stuck",
+                    stuck[0],
+                    f"{len(stuck)} acknowledged processes not ended "
+                    f"{self.scenario.settle_seconds:g} s after the last fault "
+                    f"(t={self.last_fault:g} s)",
+                    self.now,
+                )
         elif kind == BYZANTINE:
             self._trace(f"B #{a}")
             self.byzantine.attack(a)
@@ -545,6 +561,7 @@ class Simulation:
             if error
             else ExecutionResult(True, (f"{pid[:12]}@{epoch}",))
         )
+        self.checker.finished(pid, self.mids[idx], epoch, result.ok, result.output)
         self._apply(idx, node.on_execution_done(pid, epoch, result, self.node_now(idx)))
 
     # --- workload --------------------------------------------------------------------------
@@ -571,18 +588,30 @@ class Simulation:
         rng = self.rng
         candidates = [i for i in range(len(self.mids)) if i not in self.liars]
         crashes = round(f.crash_fraction * len(candidates))
+        last = 0.0
         for idx in sorted(rng.sample(candidates, crashes)):
             at = rng.uniform(*f.crash_window)
             self.push(at, CRASH, idx)
-            self.push(at + rng.uniform(*f.downtime), RESTART, idx)
+            back = at + rng.uniform(*f.downtime)
+            self.push(back, RESTART, idx)
+            last = max(last, back)
         for i, p in enumerate(f.partitions):
             self.push(p.at, CUT, i)
             self.push(p.heal, HEAL, i)
+            last = max(last, p.heal)
         for i in range(f.churn.joins):
-            self.push(rng.uniform(*f.churn.window), JOIN, i)
+            at = rng.uniform(*f.churn.window)
+            self.push(at, JOIN, i)
+            last = max(last, at)
         executors = sorted(self.colony.ads)
         for idx in sorted(rng.sample(executors, f.churn.revokes)):
-            self.push(rng.uniform(*f.churn.window), REVOKE, idx)
+            at = rng.uniform(*f.churn.window)
+            self.push(at, REVOKE, idx)
+            last = max(last, at + CUT_OFF_AFTER)
+        # The liveness check (scenario.settle_seconds): submissions count as the last
+        # "fault" too, so a run without faults is checked from its last submission.
+        self.last_fault = max(last, self.scenario.workload.submit_window[1])
+        self.push(self.last_fault + self.scenario.settle_seconds, SETTLED)
 
     def _cut(self, i: int) -> None:
         p = self.scenario.faults.partitions[i]

@@ -121,6 +121,10 @@ class Scenario:
     description: str = ""
     max_simulated_seconds: float = 3600.0
     sample_every: float = 5.0  # seconds between the plot's samples
+    # liveness: every acknowledged process has ended this long after the last fault
+    # (crash, restart, partition, heal, join, revocation; a liar's attacks never stop
+    # and do not count); checked when the run lasts that long (see docs/SIMULATOR.md)
+    settle_seconds: float = 900.0
 
     @property
     def nodes(self) -> int:
@@ -193,6 +197,7 @@ def _scenario(data: dict[str, Any], default_name: str) -> Scenario:
         params=params,
         max_simulated_seconds=t.number("max_simulated_seconds", 3600.0, low=1.0),
         sample_every=t.number("sample_every", 5.0, low=0.1),
+        settle_seconds=t.number("settle_seconds", 900.0, low=1.0),
     )
     t.done()
     _check_feasible(scenario)

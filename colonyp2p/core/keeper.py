@@ -316,7 +316,7 @@ class KeeperRole:
             # A result it already had accepted still wins: the canceller's ballot finds it
             # in the promises and finishes it (Paxos), so a cancel never races a result.
             node.send(rec.holder, RenewAck(msg.pid, rec.promised, False, 0.0))
-        if msg.purpose == "claim" and not rec.ready():
+        if msg.purpose == "claim" and (not rec.ready() or self._must_leave(rec)):
             node.send(sender, Refuse(msg.pid, msg.epoch, "not_ready", rec.promised))
             return
         attempts, silent = rec.expired_attempts, rec.silent_expiries
@@ -518,16 +518,24 @@ class KeeperRole:
             moved_to=decided.moved_to if decided and decided.kind == "moved" else (),
             config=config_tag(rec.keepers),
             keepers=rec.keepers,
+            config_version=rec.config_version,
         )
 
     def on_status(self, sender: str, msg: Status, now: float) -> None:
         """Statuses answer anti-entropy queries (about our records) and parent polls."""
         rec = self.records.get(msg.pid)
         if not msg.known:
-            self._repair(sender, rec)
+            self.repair(sender, rec)
             return
         if rec is not None and sender in rec.keepers and not self.foreign(rec, msg.config):
-            self._replicas_known.setdefault(msg.pid, set()).add(sender)
+            behind = msg.decided is None or msg.decided.kind == "moved"
+            if behind and msg.config_version < rec.config_version:
+                # A fellow of the same keeper set holds an older configuration (the record
+                # moved away and back while it was down or cut off): it waits, superseded,
+                # for a decision that needs its promise in ours. Give it ours.
+                self.repair(sender, rec)
+            else:
+                self._replicas_known.setdefault(msg.pid, set()).add(sender)
         if msg.decided is None:
             return
         if (
@@ -591,7 +599,7 @@ class KeeperRole:
         known = self._replicas_known.get(rec.pid, set())
         return all(k in known or k == self.node.member_id for k in rec.keepers)
 
-    def _repair(self, peer: str, rec: KeeperRecord | None) -> None:
+    def repair(self, peer: str, rec: KeeperRecord | None) -> None:
         """A fellow keeper never got a record (it was down or cut off when the spec was
         stored): give it ours. It never promised or accepted anything for this process,
         so installing our promised epoch only makes it refuse more."""
@@ -949,6 +957,15 @@ class KeeperRole:
     def _unfinished_claim(rec: KeeperRecord) -> bool:
         """Whether the record's lease is a claim's that ended with nothing accepted."""
         return not rec.released and rec.purpose == "claim" and rec.accepted is None
+
+    def _must_leave(self, rec: KeeperRecord) -> bool:
+        """Whether a keeper of ``rec`` was revoked: the record moves to current members
+        before anything else. Claims wait meanwhile (refused ``not_ready``), so that they
+        do not duel with the move's ballot while one more revocation among the keepers
+        left could cost the record its majority (the simulator's churn scenarios lost
+        processes so)."""
+        is_member = self.node.membership.is_member
+        return not all(is_member(k) for k in rec.keepers)
 
     def _moved_keepers(self, rec: KeeperRecord) -> tuple[str, ...] | None:
         """Where a record stored under an older membership should go now: the keepers a

@@ -180,6 +180,9 @@ class Status:
     # the record's keeper set: where the submitter had to pass over members, it is not
     # the one the asker would compute from the pid (see core/availability.py)
     keepers: tuple[str, ...] = ()
+    # the membership version of the record's configuration: a record that moved away and
+    # back to the same keepers has the same config tag (as in Promise)
+    config_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from colonyp2p.core.effects import CancelExecution, StartExecution
-from colonyp2p.core.keeper import value_id
+from colonyp2p.core.keeper import KeeperRole, value_id
 from colonyp2p.core.messages import (
     Accept,
     Accepted,
@@ -203,6 +203,13 @@ class Proposer:
             node.learned_decision(msg.pid, msg.decided_epoch, msg.decided, sender, now)
             self._finish(b, release=True)
             return
+        if msg.reason == "unknown" and b.purpose != "claim":
+            # A fellow keeper of our own record never got it (down or cut off when it was
+            # stored or moved): hand it over now, so that it can promise at the next try,
+            # rather than at the next anti-entropy round (query_after).
+            rec = node.keeper.records.get(msg.pid)
+            if rec is not None and not KeeperRole.foreign(rec, config_tag(b.keepers)):
+                node.keeper.repair(sender, rec)
         if msg.reason == "moved":
             self._finish(b, release=True)
             if b.purpose == "claim":
