@@ -8,10 +8,15 @@ that moved to a new address is looked for where it was. So the node dials them i
 whichever of a pair would otherwise dial, at the addresses kept in its state store
 (:mod:`colonyp2p.node.peers`) and its ``bootstrap`` config:
 
-- at start, every member it knows, once;
-- then, while it is connected to no member at all, every member it knows again, after
+- at start, the members it knows, once;
+- then, while it is connected to no member at all, the members it knows again, after
   pauses that double from ``FIRST_PAUSE`` to ``MAX_PAUSE`` seconds, with jitter (so that
   members cut off together do not dial in step), until one connection stands.
+
+A round dials at most ``DIALS_PER_ROUND`` members: the bootstrap members first, then a
+random sample of the others (another at each round). A node of a colony of thousands
+needs a few connections to find the rest (gossip, the DHT, members dialing it as they
+learn its addresses), not one to each member at once.
 
 Members revoked meanwhile are not dialed (the transport also refuses to). The task never
 raises: what fails is logged and counted (``status``).
@@ -38,6 +43,7 @@ FIRST_PAUSE: Final = 0.5  # s before the first redial once cut off
 MAX_PAUSE: Final = 30.0  # s between redials at most
 CHECK_EVERY: Final = 1.0  # s between looks at whether any member is still connected
 DIALS_AT_ONCE: Final = 8  # dials in flight at once (each may take the open timeout)
+DIALS_PER_ROUND: Final = 32  # members dialed in one round at most
 
 
 class Redialer:
@@ -138,15 +144,24 @@ class Redialer:
             log.exception("keeping the members' addresses failed")
             self.stats["errors"] += 1
 
+    def round_targets(self) -> list[str]:
+        """Whom one round dials: members not connected, the bootstrap ones first, then a
+        random sample of the rest, ``DIALS_PER_ROUND`` in all."""
+        connected = self.connected()
+        targets = [m for m in self.targets() if m not in connected]
+        first = [m for m in targets if m in self._bootstrapped]
+        rest = [m for m in targets if m not in self._bootstrapped]
+        room = max(0, DIALS_PER_ROUND - len(first))
+        if len(rest) > room:
+            rest = sorted(rest, key=lambda _: self._jitter())[:room]
+        return (first + rest)[:DIALS_PER_ROUND]
+
     async def _dial_all(self) -> None:
         try:
-            targets = self.targets()
-            connected = self.connected()
             limiter = trio.Semaphore(DIALS_AT_ONCE)
             async with trio.open_nursery() as nursery:
-                for member in targets:
-                    if member not in connected:
-                        nursery.start_soon(self._dial, member, limiter)
+                for member in self.round_targets():
+                    nursery.start_soon(self._dial, member, limiter)
         except Exception:
             log.exception("redialing failed")
             self.stats["errors"] += 1
