@@ -22,6 +22,7 @@ from colonyp2p.core.messages import (
     ParentOutcomes,
     Prepare,
     Promise,
+    Purpose,
     Query,
     Refuse,
     Release,
@@ -855,24 +856,11 @@ class KeeperRole:
         idle_since = rec.lease_until if not rec.released else self._quiet_since.get(pid, now)
         if rec.accepted is not None:
             # An outcome was accepted but its proposer vanished before deciding it: finish it.
-            if self._turn(pid, "recover", now, stagger):
-                node.proposer.begin(
-                    rec.spec, rec.keepers, rec.promised + 1, "recover", version=rec.config_version
-                )
-            self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
+            self._ballot(rec, "recover", now, stagger)
             return
         new_keepers = self._moved_keepers(rec)
         if new_keepers is not None:
-            if self._turn(pid, "move", now, stagger):
-                node.proposer.begin(
-                    rec.spec,
-                    rec.keepers,
-                    rec.promised + 1,
-                    "move",
-                    move_to=new_keepers,
-                    version=rec.config_version,
-                )
-            self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
+            self._ballot(rec, "move", now, stagger, move_to=new_keepers)
             return
         spec = rec.spec.spec
         if rec.parents and not rec.parents_known():
@@ -880,16 +868,7 @@ class KeeperRole:
             return
         failure = self._failure_reason(rec, now)
         if failure:
-            if self._turn(pid, "fail", now, stagger):
-                node.proposer.begin(
-                    rec.spec,
-                    rec.keepers,
-                    rec.promised + 1,
-                    "fail",
-                    reason=failure,
-                    version=rec.config_version,
-                )
-            self.schedule(pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
+            self._ballot(rec, "fail", now, stagger, reason=failure)
             return
         next_at = now + p.query_after
         since = self._announced_at.get(pid)
@@ -914,6 +893,32 @@ class KeeperRole:
         if spec.maxwaittime > 0 and not rec.started_at:
             next_at = min(next_at, rec.stored_at + spec.maxwaittime + stagger)
         self.schedule(pid, max(next_at, now + p.tick))
+
+    def _ballot(
+        self,
+        rec: KeeperRecord,
+        purpose: Purpose,
+        now: float,
+        stagger: float,
+        *,
+        move_to: tuple[str, ...] = (),
+        reason: str = "",
+    ) -> None:
+        """A keeper's own ballot on its record (recover, move, fail), in its turn (see
+        _turn), one epoch above what it promised; then look again a lease (or its stagger)
+        later, in case no ballot went through."""
+        p = self.node.params
+        if self._turn(rec.pid, purpose, now, stagger):
+            self.node.proposer.begin(
+                rec.spec,
+                rec.keepers,
+                rec.promised + 1,
+                purpose,
+                move_to=move_to,
+                reason=reason,
+                version=rec.config_version,
+            )
+        self.schedule(rec.pid, now + min(p.lease_seconds, stagger or p.lease_seconds))
 
     def _ask_peers(self, rec: KeeperRecord) -> None:
         query = Query(rec.pid)
