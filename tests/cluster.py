@@ -1,26 +1,33 @@
 """Real colonynode daemons for tests: each node is a home directory and a daemon process
-started with the real CLI, on 127.0.0.1. Every wait has a deadline; teardown kills
+started as the real CLI starts it (``start --foreground``), on 127.0.0.1; devices join
+with the real ``colonynode join``, while keys, colonies and tickets are made in this
+process as the CLI's commands make them. Every wait has a deadline; teardown kills
 whatever is left."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from colonyp2p.node import colony
 from colonyp2p.node.api_client import ApiClient
 from colonyp2p.node.home import Home, alive
 
 T = TypeVar("T")
 CLI_TIMEOUT = 60.0
+START_TIMEOUT = 60.0
 # Short leases so that a killed executor's process moves on within seconds.
 FAST = {"lease_seconds": 3.0, "renew_every": 1.0, "reannounce_after": 2.0, "query_after": 4.0}
 
@@ -41,25 +48,67 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last error: {last})")
 
 
-# Run inside a node's network namespace (see Node.prefix): API calls made in one process
-# there, since the node's local API listens on that namespace's own 127.0.0.1.
+# Run inside a node's network namespace (see Node.prefix), since the node's local API
+# listens on that namespace's own 127.0.0.1: one process per node, started at the first
+# call, answers each line of calls (JSON) with one line of answers, so that a poll costs
+# a request, not a new Python process.
 _REMOTE_CALLS = """
 import json, sys
 from colonyp2p.node.api_client import ApiClient
 from colonyp2p.node.home import Home
 home = Home(sys.argv[1])
-runtime = home.runtime()
-if runtime is None:
-    sys.exit(f"the node in {home.root} is not running")
-out = []
-with ApiClient(str(runtime["api"]), home.identity(), timeout=float(sys.argv[3])) as api:
-    for method, args in json.loads(sys.argv[2]):
-        try:
-            out.append({"ok": getattr(api, method)(*args)})
-        except Exception as exc:
-            out.append({"error": f"{type(exc).__name__}: {exc}"})
-print(json.dumps(out))
+for line in sys.stdin:
+    calls, timeout = json.loads(line)
+    out = []
+    runtime = home.runtime()
+    if runtime is None:
+        out = [{"error": f"the node in {home.root} is not running"}] * len(calls)
+    else:
+        with ApiClient(str(runtime["api"]), home.identity(), timeout=timeout) as api:
+            for method, args in calls:
+                try:
+                    out.append({"ok": getattr(api, method)(*args)})
+                except Exception as exc:
+                    out.append({"error": f"{type(exc).__name__}: {exc}"})
+    print(json.dumps(out), flush=True)
 """
+
+
+class _Remote:
+    """The process that makes a namespaced node's API calls (see _REMOTE_CALLS)."""
+
+    def __init__(self, prefix: Sequence[str], root: Path) -> None:
+        self.process = subprocess.Popen(
+            [*prefix, sys.executable, "-c", _REMOTE_CALLS, str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def call(self, calls: list[list[Any]], timeout: float, total: float) -> list[dict[str, Any]]:
+        """The answers, or an AssertionError once ``total`` seconds passed or the process
+        ended (it is then of no further use)."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps([calls, timeout]).encode() + b"\n")
+        stdin.flush()
+        deadline = time.monotonic() + total
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stdout], [], [], left)[0]:
+                raise AssertionError(f"no answer within {total:g} s")
+            chunk = os.read(stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise AssertionError(f"the API caller exited {self.process.wait()}")
+            line += chunk
+        answers: list[dict[str, Any]] = json.loads(line)
+        return answers
+
+    def close(self) -> None:
+        with suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait()
 
 
 class Node:
@@ -69,12 +118,17 @@ class Node:
         # e.g. ["ip", "netns", "exec", NS]: every command for this node runs so, and its
         # API is then reached through such commands rather than from this process
         self.prefix = list(prefix)
+        self.children: list[subprocess.Popen[bytes]] = []  # daemons started by start()
+        self._remote: _Remote | None = None  # makes API calls inside the namespace
+        self._remote_lock = threading.Lock()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "COLONYP2P_HOME": str(self.home.root), "COLUMNS": "200"}
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COLONYP2P_HOME": str(self.home.root), "COLUMNS": "200"}
         done = subprocess.run(
             [*self.prefix, sys.executable, "-m", "colonyp2p.node.cli", *args],
-            env=env,
+            env=self.env(),
             capture_output=True,
             text=True,
             timeout=CLI_TIMEOUT,
@@ -86,6 +140,38 @@ class Node:
                 f"{done.stdout}\n{done.stderr}"
             )
         return done
+
+    def start(self) -> None:
+        """``colonynode start`` without the CLI process in between: the daemon as
+        ``start`` runs it (``start --foreground``, its output in the node's log, a session
+        of its own), waited for until it published its runtime. (``ip netns exec`` execs
+        the command: the daemon's pid is the child's.)"""
+        assert self.home.runtime() is None, f"{self.name} is already running"
+        with open(self.home.log_path, "ab") as log:
+            child = subprocess.Popen(
+                [*self.prefix, sys.executable, "-m", "colonyp2p.node.cli", "start", "--foreground"],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=self.env(),
+                start_new_session=True,
+            )
+        self.children.append(child)
+
+        def up() -> bool:
+            if child.poll() is not None:
+                tail = self.home.log_path.read_text(errors="replace").splitlines()[-5:]
+                raise AssertionError(
+                    f"{self.name}'s daemon exited {child.returncode} at start:\n" + "\n".join(tail)
+                )
+            runtime = self.home.runtime()
+            return runtime is not None and runtime.get("pid") == child.pid
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while not up():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}'s daemon did not come up in {START_TIMEOUT} s")
+            time.sleep(0.05)
 
     @property
     def member_id(self) -> str:
@@ -148,24 +234,19 @@ class Node:
                 str(self.runtime()["api"]), self.home.identity(), timeout=timeout
             ) as api:
                 return [getattr(api, method)(*args) for method, args in calls]
-        done = subprocess.run(
-            [
-                *self.prefix,
-                sys.executable,
-                "-c",
-                _REMOTE_CALLS,
-                str(self.home.root),
-                json.dumps([[method, list(args)] for method, args in calls]),
-                str(timeout),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=total if total is not None else CLI_TIMEOUT + timeout * len(calls),
-            stdin=subprocess.DEVNULL,
-        )
-        if done.returncode != 0:
-            raise AssertionError(f"API calls on {self.name} failed:\n{done.stdout}{done.stderr}")
-        answers: list[dict[str, Any]] = json.loads(done.stdout)
+        with self._remote_lock:
+            if self._remote is None:
+                self._remote = _Remote(self.prefix, self.home.root)
+            try:
+                answers = self._remote.call(
+                    [[method, list(args)] for method, args in calls],
+                    timeout,
+                    total if total is not None else CLI_TIMEOUT + timeout * len(calls),
+                )
+            except AssertionError as exc:
+                self._remote.close()
+                self._remote = None
+                raise AssertionError(f"API calls on {self.name} failed: {exc}") from None
         for (method, args), answer in zip(calls, answers, strict=True):
             if "error" in answer:
                 raise AssertionError(f"{method}{tuple(args)} on {self.name}: {answer['error']}")
@@ -242,12 +323,15 @@ class Cluster:
         mfs: dict[str, Any] | None = None,
         params: dict[str, float] | None = None,
     ) -> Node:
-        """The owner: init, colony create, configure, start."""
+        """The owner: init, colony create, configure, start. (Set-up steps that need no
+        daemon are made in this process, as the CLI's commands make them: a CLI process
+        costs a second of CPU, more on a loaded machine; tests/test_cli_node.py and the
+        docs' examples run the commands themselves.)"""
         owner = self.node("owner", prefix)
-        owner.cli("init")
-        owner.cli("colony", "create", "testcolony")
+        owner.home.init()
+        colony.create(owner.home, "testcolony", now=time.time())
         owner.configure(executortype, params=params, listen=listen, mfs=mfs)
-        owner.cli("start")
+        owner.start()
         return owner
 
     def join(
@@ -264,16 +348,79 @@ class Cluster:
         start: bool = True,
         params: dict[str, float] | None = None,
     ) -> Node:
-        """A new device joins with a ticket from ``via`` and starts (unless not ``start``)."""
-        ticket = via.cli("invite", "--role", role).stdout.strip().replace("\n", "")
+        """A new device joins with a ticket from ``via`` and starts (unless not ``start``);
+        once it runs, every running node that was at ``via``'s version before runs with the
+        new one (a node that started a moment before a change can miss its announcement
+        and learn it only from the next, half a minute later)."""
+        in_step = self._in_step(via)
+        ticket = str(via.request("invite", role, 86400.0)["ticket"])
         colony_id = via.status()["colony_id"]
         node = self.node(name, prefix)
-        node.cli("init")
-        node.configure(executortype, params=params, listen=listen, kind=kind, mfs=mfs)
-        node.cli("join", colony_id, "--ticket", ticket, "--name", name)
+        _join(node, colony_id, ticket, executortype, listen, kind, mfs, params)
         if start:
-            node.cli("start")
+            node.start()
+            self._settle(via, [*in_step, node])
         return node
+
+    def join_all(self, via: Node, names: Sequence[str], **each: Any) -> list[Node]:
+        """Devices ``names`` join with tickets from ``via``, one after the other, as
+        ``join`` makes them join with the keyword arguments ``each`` (or those of
+        ``each["per"][name]``, a dict per device), then start all at once (a thread each:
+        their daemons' start-ups overlap); returns once every running node runs with the
+        membership that holds them all. (Joins at once are refused now and then: a join
+        stream's negotiation fails at the admitting node.)"""
+        per: dict[str, dict[str, Any]] = each.pop("per", {})
+        in_step = self._in_step(via)
+        colony_id = via.status()["colony_id"]
+        nodes = []
+        for name in names:
+            kw = {**each, **per.get(name, {})}
+            ticket = str(via.request("invite", kw.pop("role", "executor"), 86400.0)["ticket"])
+            node = self.node(name, kw.pop("prefix", ()))
+            _join(
+                node,
+                colony_id,
+                ticket,
+                kw.pop("executortype", "local"),
+                kw.pop("listen", ()),
+                kw.pop("kind", "python"),
+                kw.pop("mfs", None),
+                kw.pop("params", None),
+            )
+            assert not kw, f"join_all does not take {sorted(kw)}"
+            nodes.append(node)
+        failed: list[BaseException] = []
+
+        def start(node: Node) -> None:
+            try:
+                node.start()
+            except BaseException as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=start, args=(node,)) for node in nodes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failed:
+            raise failed[0]
+        self._settle(via, [*in_step, *nodes])
+        return nodes
+
+    def _in_step(self, via: Node) -> list[Node]:
+        """The running nodes (outside namespaces) at ``via``'s membership version."""
+        version = _version(via)
+        running = [
+            n for n in self.nodes if not n.prefix and n.home.runtime() is not None and n is not via
+        ]
+        return [n for n in running if _version(n) == version]
+
+    def _settle(self, via: Node, nodes: Sequence[Node]) -> None:
+        """Wait until ``nodes`` (those outside namespaces) run with ``via``'s version."""
+        version = via.status()["membership_version"]
+        for n in nodes:
+            if not n.prefix:
+                wait_for(partial(n.has_version, version), 45, f"{n.name} at v{version}")
 
     def shutdown(self) -> None:
         for node in self.nodes:
@@ -281,6 +428,38 @@ class Cluster:
             if runtime is not None:
                 with suppress(ProcessLookupError):
                     os.kill(int(runtime["pid"]), signal.SIGKILL)
+        for node in self.nodes:
+            if node._remote is not None:
+                node._remote.close()
+            for child in node.children:  # reaped, not left as zombies
+                with suppress(ProcessLookupError):
+                    child.kill()
+                child.wait()
+
+
+def _join(
+    node: Node,
+    colony_id: str,
+    ticket: str,
+    executortype: str,
+    listen: Sequence[str],
+    kind: str,
+    mfs: dict[str, Any] | None,
+    params: dict[str, float] | None,
+) -> None:
+    """``node``'s device made and joined with ``ticket`` (not started)."""
+    node.home.init()
+    node.configure(executortype, params=params, listen=listen, kind=kind, mfs=mfs)
+    # the CLI, in a process of its own: py-libp2p leaves the join's connection open
+    # when the joining transport stops (the process's exit closes it)
+    node.cli("join", colony_id, "--ticket", ticket, "--name", node.name)
+
+
+def _version(node: Node) -> int | None:
+    try:
+        return int(node.status()["membership_version"])
+    except Exception:  # not up (yet, or any more)
+        return None
 
 
 @contextmanager

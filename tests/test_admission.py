@@ -83,11 +83,11 @@ def test_a_ticket_admits_one_device_only_where_it_was_issued(tmp_path: Path) -> 
         owner = c.found()
         admin = c.join("admin", owner, role="admin")
         colony_id = owner.status()["colony_id"]
-        text = owner.cli("invite").stdout.strip().replace("\n", "")
+        # tickets as `colonynode invite` asks for them (an executor's, valid for a day)
+        text, spare = (str(owner.request("invite", "executor", 86400.0)["ticket"]) for _ in "ab")
         ticket = join.Ticket.decode(text)
-        spare = owner.cli("invite").stdout.strip().replace("\n", "")
         first = c.node("first")
-        first.cli("init")
+        first.home.init()
         first.cli("join", colony_id, "--ticket", text, "--name", "first")
         # The attack: the same ticket redeemed at the other admin admitted a second device
         # (each node kept the tickets it spent in its own store).
@@ -110,7 +110,7 @@ def test_a_ticket_admits_one_device_only_where_it_was_issued(tmp_path: Path) -> 
         # A device whose inviter is away and that asks another admin is told where to go.
         owner.cli("stop")
         third = c.node("third")
-        third.cli("init")
+        third.home.init()
         done = third.cli(
             "join", colony_id, "--ticket", spare, "--bootstrap", admin.addrs[0], check=False
         )

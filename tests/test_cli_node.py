@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cluster import Node, cluster
 
+from colonyp2p.node import colony
 from colonyp2p.node.join import Ticket
 
 pytestmark = pytest.mark.slow
@@ -44,15 +45,15 @@ def test_port_in_use_wrong_colony_and_expired_ticket(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         try:
             other = c.node("other")
-            other.cli("init")
-            other.cli("colony", "create", "elsewhere")
+            other.home.init()  # as `init` and `colony create` make them (tested above)
+            colony.create(other.home, "elsewhere", now=time.time())
             taken = other.cli("start", "--listen", f"/ip4/127.0.0.1/tcp/{port}", check=False)
             assert taken.returncode == 1 and "port is in use" in _error(taken)
         finally:
             busy.close()
         ticket = owner.cli("invite").stdout.strip().replace("\n", "")
         wrong = c.node("wrong")
-        wrong.cli("init")
+        wrong.home.init()
         mismatch = wrong.cli("join", "f" * 64, "--ticket", ticket, check=False)
         assert "the ticket is for colony" in _error(mismatch)
         colony_id = owner.status()["colony_id"]
@@ -68,7 +69,7 @@ def test_port_in_use_wrong_colony_and_expired_ticket(tmp_path: Path) -> None:
         late = wrong.cli("join", colony_id, "--ticket", expired, check=False)
         assert _error(late).endswith("the ticket has expired: ask for a new invite")
         used = c.node("used")
-        used.cli("init")
+        used.home.init()
         used.cli("join", colony_id, "--ticket", ticket)
         reuse = wrong.cli("join", colony_id, "--ticket", ticket, check=False)
         assert "used already" in _error(reuse)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from cluster import CLI_TIMEOUT, cluster, wait_for
 
 from colonyp2p.errors import ApiError
+from colonyp2p.node import colony
 
 
 @pytest.fixture
@@ -49,8 +51,8 @@ def test_a_full_disk_refuses_submits_and_ends_the_daemon_with_one_line(
     member's spec runs: nothing acknowledged was lost."""
     with cluster(small_disk) as c, cluster(tmp_path) as elsewhere:
         owner = c.node("owner")
-        owner.cli("init")
-        owner.cli("colony", "create", "full")
+        owner.home.init()  # as `colonynode init` and `colony create` make them
+        colony.create(owner.home, "full", now=time.time())
         owner.configure("local")
         env = {**os.environ, "COLONYP2P_HOME": str(owner.home.root), "COLUMNS": "200"}
         daemon = subprocess.Popen(

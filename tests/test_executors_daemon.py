@@ -26,8 +26,7 @@ def test_a_dead_executor_s_command_runs_again_and_both_attempts_are_logged(
 ) -> None:
     with cluster(tmp_path) as c:
         owner = c.found()
-        w1 = c.join("w1", owner, executortype="worker", kind="shell")
-        w2 = c.join("w2", owner, executortype="worker", kind="shell")
+        w1, w2 = c.join_all(owner, ["w1", "w2"], executortype="worker", kind="shell")
         # The first attempt cannot finish before it is killed, however slow the
         # machine; the second finds the marker and finishes at once.
         marker = tmp_path / "first-attempt-started"

@@ -192,6 +192,10 @@ def cases() -> dict[str, list[bytes]]:
 # --- the colony --------------------------------------------------------------------------
 
 
+# the tests that use it run in one worker (in --dist loadgroup), which makes it once
+COLONY = pytest.mark.xdist_group("fuzz-colony")
+
+
 @pytest.fixture(scope="module")
 def colony(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Node, Node]]:
     """The owner (an executor) and a member whose key the attacker uses (a user: never
@@ -217,6 +221,7 @@ async def checked(owner: Node) -> dict[str, Any]:
     return await trio.to_thread.run_sync(still_serves, owner)
 
 
+@COLONY
 async def test_a_stranger_negotiates_nothing_but_joining(
     colony: tuple[Cluster, Node, Node],
 ) -> None:
@@ -239,6 +244,7 @@ async def test_a_stranger_negotiates_nothing_but_joining(
 
 
 @pytest.mark.parametrize("who", ["member", "stranger"])
+@COLONY
 async def test_garbage_on_every_protocol_costs_only_its_stream(
     colony: tuple[Cluster, Node, Node], who: str
 ) -> None:
@@ -271,6 +277,7 @@ async def test_garbage_on_every_protocol_costs_only_its_stream(
         assert "join" in refused, refused
 
 
+@COLONY
 async def test_raw_bytes_on_the_listening_port_and_the_local_api(
     colony: tuple[Cluster, Node, Node],
 ) -> None:

@@ -9,14 +9,14 @@ that it lasts seconds, and the test waits on the fetch's own progress, never on 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
-from cluster import Cluster, Node, cluster, wait_for
+from cluster import Node, cluster, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -225,122 +225,123 @@ def flip_a_byte(path: Path) -> None:
 
 # --- between daemons ---------------------------------------------------------------------
 
+# Tests that do not disturb each other share a cluster (one per module and worker: each
+# group runs in one xdist worker, in the order of this file). A test that changes what a
+# later one needs comes last in its group (the corrupt stores, the killed provider).
 
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """An owner and another member, default settings."""
+    with cluster(tmp_path_factory.mktemp("pair")) as c:
+        owner = c.found()
+        yield SimpleNamespace(c=c, owner=owner, other=c.join("other", owner))
+
+
+@pytest.fixture(scope="module")
+def shell_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
+    """An owner and a shell executor of type "worker"."""
+    with cluster(tmp_path_factory.mktemp("worker")) as c:
+        owner = c.found()
+        yield owner, c.join("worker", owner, executortype="worker", kind="shell")
+
+
+SLOW = {"serve_rate": 2 * MiB}  # bytes per second each provider sends
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """An owner and a member b that upload slowly, and a fetcher."""
+    with cluster(tmp_path_factory.mktemp("slow")) as c:
+        owner = c.found(mfs=SLOW)
+        b = c.join("b", owner, mfs=SLOW)
+        yield SimpleNamespace(owner=owner, b=b, fetcher=c.join("fetcher", owner))
+
+
+PAIR = pytest.mark.xdist_group("mfs-pair")
+SLOW_GROUP = pytest.mark.xdist_group("mfs-slow")
+WORKER = pytest.mark.xdist_group("mfs-worker")
+
+
+@PAIR
 def test_a_put_on_one_member_is_listed_and_fetched_on_another_with_the_cli(
-    tmp_path: Path,
+    tmp_path: Path, pair: SimpleNamespace
 ) -> None:
-    with cluster(tmp_path / "c") as c:
-        owner = c.found()
-        other = c.join("other", owner)
-        src = random_tree(tmp_path / "src", 3 * MiB)
-        put = owner.cli("fs", "put", str(src), "/sat/images", "--quiet")
-        assert "/sat/images v1" in put.stdout
-        # the label reaches the other member (pushed, or pulled within seconds)
-        wait_for(lambda: has_label(other, "/sat/images"), 20, "the label on the other member")
-        listing = other.cli("fs", "ls", "/sat/images").stdout
-        assert "data.bin" in listing and "notes.txt" in listing
-        assert fs(other, "du")["bytes"] < MiB  # listing fetched the manifests only
-        out = tmp_path / "out"
-        got = other.cli("fs", "get", "/sat/images", str(out), "--quiet")
-        assert "fetched" in got.stdout
-        assert same_tree(src, out)
-        assert fs(owner, "du")["served_bytes"] >= 3 * MiB
-        # one file out of the label
-        one = tmp_path / "one"
-        other.cli("fs", "get", "/sat/images/notes.txt", str(one), "--quiet")
-        assert (one / "notes.txt").read_text() == "small file\n"
-        # a new version without it, seen by the owner
-        other.cli("fs", "rm", "/sat/images/notes.txt")
-        wait_for(lambda: has_label(owner, "/sat/images", 2), 20, "version 2 on the owner")
-        names = {e["name"] for e in fs(owner, "ls", ref="/sat/images")["entries"]}
-        assert names == {"data.bin"}
-        # a second label for the first version's snapshot, and the first one's history
-        first = fs(other, "history", label="/sat/images")["versions"][0]["snapshot"]
-        moved = other.cli("fs", "label", "/sat/copy", first, "--quiet").stdout
-        assert f"/sat/copy v1 -> {first}" in moved
-        assert "head" in other.cli("fs", "label", "/sat/images").stdout
-        # fs sync both ways, with the onstart conflict rule
-        mine, theirs = tmp_path / "mine", tmp_path / "theirs"
-        mine.mkdir()
-        (mine / "x.txt").write_text("owner's\n")
-        assert "/s v1 (uploaded)" in owner.cli("fs", "sync", "/s", str(mine), "--quiet").stdout
-        wait_for(lambda: has_label(other, "/s"), 20, "/s on the other member")
-        theirs.mkdir()
-        (theirs / "x.txt").write_text("other's\n")
-        (theirs / "y.txt").write_text("new\n")
-        synced = other.cli("fs", "sync", "/s", str(theirs), "--keeplocal", "--quiet").stdout
-        assert "/s v2 (uploaded)" in synced
-        assert (theirs / "x.txt").read_text() == "other's\n"  # kept: --keeplocal
-        wait_for(lambda: has_label(owner, "/s", 2), 20, "/s v2 on the owner")
-        synced = owner.cli("fs", "sync", "/s", str(mine), "--quiet").stdout
-        assert "uploaded" not in synced  # nothing new here after the download
-        assert (mine / "x.txt").read_text() == "other's\n"  # the label's replaced ours
-        assert (mine / "y.txt").read_text() == "new\n"
+    owner, other = pair.owner, pair.other
+    src = random_tree(tmp_path / "src", 3 * MiB)
+    put = owner.cli("fs", "put", str(src), "/sat/images", "--quiet")
+    assert "/sat/images v1" in put.stdout
+    # the label reaches the other member (pushed, or pulled within seconds)
+    wait_for(lambda: has_label(other, "/sat/images"), 20, "the label on the other member")
+    listing = other.cli("fs", "ls", "/sat/images").stdout
+    assert "data.bin" in listing and "notes.txt" in listing
+    assert fs(other, "du")["bytes"] < MiB  # listing fetched the manifests only
+    out = tmp_path / "out"
+    got = other.cli("fs", "get", "/sat/images", str(out), "--quiet")
+    assert "fetched" in got.stdout
+    assert same_tree(src, out)
+    assert fs(owner, "du")["served_bytes"] >= 3 * MiB
+    # one file out of the label
+    one = tmp_path / "one"
+    other.cli("fs", "get", "/sat/images/notes.txt", str(one), "--quiet")
+    assert (one / "notes.txt").read_text() == "small file\n"
+    # a new version without it, seen by the owner
+    other.cli("fs", "rm", "/sat/images/notes.txt")
+    wait_for(lambda: has_label(owner, "/sat/images", 2), 20, "version 2 on the owner")
+    names = {e["name"] for e in fs(owner, "ls", ref="/sat/images")["entries"]}
+    assert names == {"data.bin"}
+    # a second label for the first version's snapshot, and the first one's history
+    first = fs(other, "history", label="/sat/images")["versions"][0]["snapshot"]
+    moved = other.cli("fs", "label", "/sat/copy", first, "--quiet").stdout
+    assert f"/sat/copy v1 -> {first}" in moved
+    assert "head" in other.cli("fs", "label", "/sat/images").stdout
+    # fs sync both ways, with the onstart conflict rule
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    mine.mkdir()
+    (mine / "x.txt").write_text("owner's\n")
+    assert "/s v1 (uploaded)" in owner.cli("fs", "sync", "/s", str(mine), "--quiet").stdout
+    wait_for(lambda: has_label(other, "/s"), 20, "/s on the other member")
+    theirs.mkdir()
+    (theirs / "x.txt").write_text("other's\n")
+    (theirs / "y.txt").write_text("new\n")
+    synced = other.cli("fs", "sync", "/s", str(theirs), "--keeplocal", "--quiet").stdout
+    assert "/s v2 (uploaded)" in synced
+    assert (theirs / "x.txt").read_text() == "other's\n"  # kept: --keeplocal
+    wait_for(lambda: has_label(owner, "/s", 2), 20, "/s v2 on the owner")
+    synced = owner.cli("fs", "sync", "/s", str(mine), "--quiet").stdout
+    assert "uploaded" not in synced  # nothing new here after the download
+    assert (mine / "x.txt").read_text() == "other's\n"  # the label's replaced ours
+    assert (mine / "y.txt").read_text() == "new\n"
 
 
-def test_a_corrupt_block_is_detected_on_either_side_and_never_used(tmp_path: Path) -> None:
-    with cluster(tmp_path / "c") as c:
-        owner = c.found()
-        other = c.join("other", owner)
-        src = random_tree(tmp_path / "src", 2 * MiB)
-        assert fs_job(owner, "put", src=str(src), label="/in")["state"] == "done"
-        wait_for(lambda: has_label(other, "/in"), 20, "the label")
-        first = fs_job(other, "get", ref="/in", dest=str(tmp_path / "a"))
-        assert first["state"] == "done"
-        # in the fetcher's own store: every file block flipped, found on reading, fetched again
-        for path in block_files(other):
-            flip_a_byte(path)
-        again = fs_job(other, "get", ref="/in", dest=str(tmp_path / "b"))
-        assert again["state"] == "done", again["error"]
-        assert same_tree(src, tmp_path / "b")
-        assert again["fetch"]["fetched_blocks"] >= 1  # re-fetched, not used corrupt
-        # in the only provider's store: never served; the fetch fails, writing nothing
-        src2 = random_tree(tmp_path / "src2", 2 * MiB)
-        assert fs_job(owner, "put", src=str(src2), label="/in2")["state"] == "done"
-        wait_for(lambda: has_label(other, "/in2"), 20, "the second label")
-        for path in block_files(owner):
-            flip_a_byte(path)
-        failed = fs_job(other, "get", ref="/in2", dest=str(tmp_path / "c2"))
-        assert failed["state"] == "failed"
-        assert failed["error"]["code"] == "block_not_found"
-        assert not (tmp_path / "c2" / "data.bin").exists()
-        assert fs(owner, "du")["corrupt_found"] >= 1
-        # the owner adds the same files again: the quarantined blocks are restored
-        assert fs_job(owner, "put", src=str(src2), label="/in2")["state"] == "done"
-        done = fs_job(other, "get", ref="/in2", dest=str(tmp_path / "d"))
-        assert done["state"] == "done", done["error"]
-        assert same_tree(src2, tmp_path / "d")
-
-
+@PAIR
 def test_a_block_corrupted_in_transfer_is_refused_and_fetched_from_another_member(
-    tmp_path: Path,
+    tmp_path: Path, pair: SimpleNamespace
 ) -> None:
-    with cluster(tmp_path / "c") as c:
-        owner = c.found()
-        honest = c.join("honest", owner)
-        liar = c.join("liar", owner, start=False)  # a member whose host runs in this test
-        src = random_tree(tmp_path / "src", 2 * MiB)
-        # the honest member holds the same files in another tree (so it is no provider
-        # of the liar's snapshot, and is asked only once the liar's blocks are refused)
-        more = tmp_path / "more"
-        more.mkdir()
-        for path in src.iterdir():
-            (more / path.name).write_bytes(path.read_bytes())
-        (more / "extra.txt").write_text("more\n")
-        assert fs_job(honest, "put", src=str(more), label="/honest")["state"] == "done"
-        # the liar writes its own label for the files and serves their blocks corrupted
-        store = BlockStore(tmp_path / "liar-store")
-        snapshot = add_path(store, src)
-        liar_id = liar.home.identity()
-        label = Label.create(liar_id, owner.status()["colony_id"], "/lies", 1, snapshot, (), 0.0)
-        served = _fetch_from_liar(liar_id, store, owner, label, tmp_path / "out")
-        job = served["job"]
-        assert job["state"] == "done", job["error"]
-        assert same_tree(src, tmp_path / "out")
-        assert job["fetch"]["bad_blocks"] >= 1  # the liar's blocks were refused
-        assert served["liar_served"] >= 1
-        assert job["fetch"]["by_provider"].get(honest.member_id, 0) >= 2 * MiB
-        store.close()
+    owner, honest = pair.owner, pair.other
+    liar = pair.c.join("liar", owner, start=False)  # a member whose host runs in this test
+    src = random_tree(tmp_path / "src", 2 * MiB)
+    # the honest member holds the same files in another tree (so it is no provider
+    # of the liar's snapshot, and is asked only once the liar's blocks are refused)
+    more = tmp_path / "more"
+    more.mkdir()
+    for path in src.iterdir():
+        (more / path.name).write_bytes(path.read_bytes())
+    (more / "extra.txt").write_text("more\n")
+    assert fs_job(honest, "put", src=str(more), label="/honest")["state"] == "done"
+    # the liar writes its own label for the files and serves their blocks corrupted
+    store = BlockStore(tmp_path / "liar-store")
+    snapshot = add_path(store, src)
+    liar_id = liar.home.identity()
+    label = Label.create(liar_id, owner.status()["colony_id"], "/lies", 1, snapshot, (), 0.0)
+    served = _fetch_from_liar(liar_id, store, owner, label, tmp_path / "out")
+    job = served["job"]
+    assert job["state"] == "done", job["error"]
+    assert same_tree(src, tmp_path / "out")
+    assert job["fetch"]["bad_blocks"] >= 1  # the liar's blocks were refused
+    assert served["liar_served"] >= 1
+    assert job["fetch"]["by_provider"].get(honest.member_id, 0) >= 2 * MiB
+    store.close()
 
 
 def _open_host(identity: Identity, colony_id: str) -> Transport:
@@ -407,6 +408,41 @@ def _fetch_from_liar(
     return out
 
 
+@PAIR  # last in its group: both stores end corrupt
+def test_a_corrupt_block_is_detected_on_either_side_and_never_used(
+    tmp_path: Path, pair: SimpleNamespace
+) -> None:
+    owner, other = pair.owner, pair.other
+    src = random_tree(tmp_path / "src", 2 * MiB)
+    assert fs_job(owner, "put", src=str(src), label="/in")["state"] == "done"
+    wait_for(lambda: has_label(other, "/in"), 20, "the label")
+    first = fs_job(other, "get", ref="/in", dest=str(tmp_path / "a"))
+    assert first["state"] == "done"
+    # in the fetcher's own store: every file block flipped, found on reading, fetched again
+    for path in block_files(other):
+        flip_a_byte(path)
+    again = fs_job(other, "get", ref="/in", dest=str(tmp_path / "b"))
+    assert again["state"] == "done", again["error"]
+    assert same_tree(src, tmp_path / "b")
+    assert again["fetch"]["fetched_blocks"] >= 1  # re-fetched, not used corrupt
+    # in the only provider's store: never served; the fetch fails, writing nothing
+    src2 = random_tree(tmp_path / "src2", 2 * MiB)
+    assert fs_job(owner, "put", src=str(src2), label="/in2")["state"] == "done"
+    wait_for(lambda: has_label(other, "/in2"), 20, "the second label")
+    for path in block_files(owner):
+        flip_a_byte(path)
+    failed = fs_job(other, "get", ref="/in2", dest=str(tmp_path / "c2"))
+    assert failed["state"] == "failed"
+    assert failed["error"]["code"] == "block_not_found"
+    assert not (tmp_path / "c2" / "data.bin").exists()
+    assert fs(owner, "du")["corrupt_found"] >= 1
+    # the owner adds the same files again: the quarantined blocks are restored
+    assert fs_job(owner, "put", src=str(src2), label="/in2")["state"] == "done"
+    done = fs_job(other, "get", ref="/in2", dest=str(tmp_path / "d"))
+    assert done["state"] == "done", done["error"]
+    assert same_tree(src2, tmp_path / "d")
+
+
 def test_a_non_member_can_fetch_nothing(tmp_path: Path) -> None:
     with cluster(tmp_path / "c") as c:
         owner = c.found()
@@ -439,9 +475,6 @@ def test_a_non_member_can_fetch_nothing(tmp_path: Path) -> None:
         assert fs(owner, "du")["served_blocks"] == 0
 
 
-SLOW = {"serve_rate": 2 * MiB}  # bytes per second each provider sends
-
-
 def _fetching(node: Node, job_id: str, enough: Callable[[dict[str, Any]], bool]) -> Any:
     def check() -> dict[str, Any] | None:
         job = job_state(node, job_id)
@@ -452,57 +485,57 @@ def _fetching(node: Node, job_id: str, enough: Callable[[dict[str, Any]], bool])
     return check
 
 
-def test_a_provider_that_dies_mid_transfer_is_replaced(tmp_path: Path) -> None:
-    with cluster(tmp_path / "c") as c:
-        owner = c.found(mfs=SLOW)
-        b = c.join("b", owner, mfs=SLOW)
-        fetcher = c.join("fetcher", owner)
-        src = random_tree(tmp_path / "src", 8 * MiB)
-        assert fs_job(owner, "put", src=str(src), label="/big")["state"] == "done"
-        wait_for(lambda: has_label(b, "/big"), 20, "the label on b")
-        assert fs_job(b, "pin", ref="/big", timeout=120)["state"] == "done"
-        wait_for(lambda: has_label(fetcher, "/big"), 20, "the label on the fetcher")
-        # both named: b's announcement in the DHT may still be on its way
-        providers = [owner.member_id, b.member_id]
-        job_id = start_job(
-            fetcher, "get", ref="/big", dest=str(tmp_path / "out"), providers=providers
-        )
-        # both providers are sending when b dies
-        wait_for(
-            _fetching(fetcher, job_id, lambda f: len(f["by_provider"]) == 2),
-            30,
-            "blocks from both providers",
-        )
-        b.kill9()
-        job = wait_for(lambda: _ended(fetcher, job_id), 60, "the fetch to end")
-        assert job["state"] == "done", job["error"]
-        assert same_tree(src, tmp_path / "out")
-        assert job["fetch"]["provider_failures"] >= 1
+@SLOW_GROUP
+def test_a_download_resumes_after_a_restart_without_fetching_again(
+    tmp_path: Path, slow: SimpleNamespace
+) -> None:
+    owner, fetcher = slow.owner, slow.fetcher
+    src = random_tree(tmp_path / "src", 8 * MiB)
+    assert fs_job(owner, "put", src=str(src), label="/resume")["state"] == "done"
+    wait_for(lambda: has_label(fetcher, "/resume"), 20, "the label")
+    job_id = start_job(fetcher, "get", ref="/resume", dest=str(tmp_path / "out"))
+    partial = wait_for(
+        _fetching(fetcher, job_id, lambda f: f["stored_blocks"] >= 3),
+        30,
+        "some blocks durable on the fetcher",
+    )
+    fetcher.kill9()
+    fetcher.start()
+    job = fs_job(fetcher, "get", ref="/resume", dest=str(tmp_path / "out"), timeout=60)
+    assert job["state"] == "done", job["error"]
+    assert same_tree(src, tmp_path / "out")
+    f = job["fetch"]
+    # what was durable before the kill was not asked for again
+    assert f["had_blocks"] >= partial["stored_blocks"]
+    total = f["had_blocks"] + f["fetched_blocks"]
+    assert f["fetched_blocks"] <= total - partial["stored_blocks"]
 
 
-def test_a_download_resumes_after_a_restart_without_fetching_again(tmp_path: Path) -> None:
-    with cluster(tmp_path / "c") as c:
-        owner = c.found(mfs=SLOW)
-        fetcher = c.join("fetcher", owner)
-        src = random_tree(tmp_path / "src", 8 * MiB)
-        assert fs_job(owner, "put", src=str(src), label="/big")["state"] == "done"
-        wait_for(lambda: has_label(fetcher, "/big"), 20, "the label")
-        job_id = start_job(fetcher, "get", ref="/big", dest=str(tmp_path / "out"))
-        partial = wait_for(
-            _fetching(fetcher, job_id, lambda f: f["stored_blocks"] >= 3),
-            30,
-            "some blocks durable on the fetcher",
-        )
-        fetcher.kill9()
-        fetcher.cli("start")
-        job = fs_job(fetcher, "get", ref="/big", dest=str(tmp_path / "out"), timeout=60)
-        assert job["state"] == "done", job["error"]
-        assert same_tree(src, tmp_path / "out")
-        f = job["fetch"]
-        # what was durable before the kill was not asked for again
-        assert f["had_blocks"] >= partial["stored_blocks"]
-        total = f["had_blocks"] + f["fetched_blocks"]
-        assert f["fetched_blocks"] <= total - partial["stored_blocks"]
+# last in its group: b stays dead
+@SLOW_GROUP
+def test_a_provider_that_dies_mid_transfer_is_replaced(
+    tmp_path: Path, slow: SimpleNamespace
+) -> None:
+    owner, b, fetcher = slow.owner, slow.b, slow.fetcher
+    src = random_tree(tmp_path / "src", 8 * MiB)
+    assert fs_job(owner, "put", src=str(src), label="/big")["state"] == "done"
+    wait_for(lambda: has_label(b, "/big"), 20, "the label on b")
+    assert fs_job(b, "pin", ref="/big", timeout=120)["state"] == "done"
+    wait_for(lambda: has_label(fetcher, "/big"), 20, "the label on the fetcher")
+    # both named: b's announcement in the DHT may still be on its way
+    providers = [owner.member_id, b.member_id]
+    job_id = start_job(fetcher, "get", ref="/big", dest=str(tmp_path / "out"), providers=providers)
+    # both providers are sending when b dies
+    wait_for(
+        _fetching(fetcher, job_id, lambda f: len(f["by_provider"]) == 2),
+        30,
+        "blocks from both providers",
+    )
+    b.kill9()
+    job = wait_for(lambda: _ended(fetcher, job_id), 60, "the fetch to end")
+    assert job["state"] == "done", job["error"]
+    assert same_tree(src, tmp_path / "out")
+    assert job["fetch"]["provider_failures"] >= 1
 
 
 def test_a_full_store_fails_the_put_cleanly_and_writes_no_label(tmp_path: Path) -> None:
@@ -519,11 +552,12 @@ def test_a_full_store_fails_the_put_cleanly_and_writes_no_label(tmp_path: Path) 
         assert "/fits v1" in owner.cli("fs", "put", str(small), "/fits", "--quiet").stdout
 
 
-def _shell_worker_and(c: Cluster, src: Path, label: str, name: str, text: str) -> tuple[Node, Node]:
-    """An owner and a shell executor of type "worker" that both know ``label``, which
-    holds one file ``name`` with the line ``text`` (kept in ``src``)."""
-    owner = c.found()
-    worker = c.join("worker", owner, executortype="worker", kind="shell")
+def _shell_worker_and(
+    nodes: tuple[Node, Node], src: Path, label: str, name: str, text: str
+) -> tuple[Node, Node]:
+    """The owner and the shell executor of type "worker", once both know ``label``,
+    which holds one file ``name`` with the line ``text`` (kept in ``src``)."""
+    owner, worker = nodes
     src.mkdir()
     (src / name).write_text(text + "\n")
     assert fs_job(owner, "put", src=str(src), label=label)["state"] == "done"
@@ -531,81 +565,83 @@ def _shell_worker_and(c: Cluster, src: Path, label: str, name: str, text: str) -
     return owner, worker
 
 
-def test_sync_directives_download_before_and_upload_after_a_run(tmp_path: Path) -> None:
-    with cluster(tmp_path / "c") as c:
-        owner, worker = _shell_worker_and(
-            c, tmp_path / "src", "/job/in", "words.txt", "hello colony"
-        )
-        pid = owner.submit(
-            {
-                "funcname": "sh",
-                "args": ["-c", "mkdir -p out && tr a-z A-Z < in/words.txt > out/upper.txt"],
-                "conditions": {"executortype": "worker"},
-                "fs": {
-                    "snapshots": [{"label": "/job/in", "dir": "/in"}],
-                    "dirs": [
-                        {
-                            "label": "/job/out",
-                            "dir": "/out",
-                            "keepfiles": False,
-                            "onconflicts": {
-                                "onstart": {"keeplocal": False},
-                                "onclose": {"keeplocal": True},
-                            },
-                        }
-                    ],
-                },
-            }
-        )["pid"]
-        process = wait_for(lambda: owner.finished(pid), 60, "the run")
-        assert process["state"] == "successful", process
-        wait_for(lambda: has_label(owner, "/job/out"), 20, "the output label on the owner")
-        out = tmp_path / "result"
-        assert fs_job(owner, "get", ref="/job/out", dest=str(out))["state"] == "done"
-        assert (out / "upper.txt").read_text() == "HELLO COLONY\n"
-        # keepfiles false: the worker's copies are gone
-        assert not list((worker.home.root / "work").rglob("upper.txt"))
+@WORKER
+def test_sync_directives_download_before_and_upload_after_a_run(
+    tmp_path: Path, shell_worker: tuple[Node, Node]
+) -> None:
+    owner, worker = _shell_worker_and(
+        shell_worker, tmp_path / "src", "/job/in", "words.txt", "hello colony"
+    )
+    pid = owner.submit(
+        {
+            "funcname": "sh",
+            "args": ["-c", "mkdir -p out && tr a-z A-Z < in/words.txt > out/upper.txt"],
+            "conditions": {"executortype": "worker"},
+            "fs": {
+                "snapshots": [{"label": "/job/in", "dir": "/in"}],
+                "dirs": [
+                    {
+                        "label": "/job/out",
+                        "dir": "/out",
+                        "keepfiles": False,
+                        "onconflicts": {
+                            "onstart": {"keeplocal": False},
+                            "onclose": {"keeplocal": True},
+                        },
+                    }
+                ],
+            },
+        }
+    )["pid"]
+    process = wait_for(lambda: owner.finished(pid), 60, "the run")
+    assert process["state"] == "successful", process
+    wait_for(lambda: has_label(owner, "/job/out"), 20, "the output label on the owner")
+    out = tmp_path / "result"
+    assert fs_job(owner, "get", ref="/job/out", dest=str(out))["state"] == "done"
+    assert (out / "upper.txt").read_text() == "HELLO COLONY\n"
+    # keepfiles false: the worker's copies are gone
+    assert not list((worker.home.root / "work").rglob("upper.txt"))
 
 
-def test_a_label_moved_during_a_run_is_merged_by_the_onclose_rule(tmp_path: Path) -> None:
-    with cluster(tmp_path / "c") as c:
-        base = tmp_path / "base"
-        owner, worker = _shell_worker_and(c, base, "/shared", "x.txt", "base")
-        go = tmp_path / "go"
-        script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo worker > out/x.txt"
-        pid = owner.submit(
-            {
-                "funcname": "sh",
-                "args": ["-c", script],
-                "conditions": {"executortype": "worker"},
-                "fs": {
-                    "dirs": [
-                        {
-                            "label": "/shared",
-                            "dir": "/out",
-                            "onconflicts": {"onclose": {"keeplocal": False}},
-                        }
-                    ]
-                },
-            }
-        )["pid"]
+@WORKER
+def test_a_label_moved_during_a_run_is_merged_by_the_onclose_rule(
+    tmp_path: Path, shell_worker: tuple[Node, Node]
+) -> None:
+    base = tmp_path / "base"
+    owner, worker = _shell_worker_and(shell_worker, base, "/shared", "x.txt", "base")
+    go = tmp_path / "go"
+    script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo worker > out/x.txt"
+    pid = owner.submit(
+        {
+            "funcname": "sh",
+            "args": ["-c", script],
+            "conditions": {"executortype": "worker"},
+            "fs": {
+                "dirs": [
+                    {
+                        "label": "/shared",
+                        "dir": "/out",
+                        "onconflicts": {"onclose": {"keeplocal": False}},
+                    }
+                ]
+            },
+        }
+    )["pid"]
 
-        def downloaded() -> bool:
-            return any(
-                line.startswith("[fs] synced /shared") for line in owner.process(pid)["logs"]
-            )
+    def downloaded() -> bool:
+        return any(line.startswith("[fs] synced /shared") for line in owner.process(pid)["logs"])
 
-        wait_for(downloaded, 30, "the run to have downloaded /shared")
-        # meanwhile the owner writes version 2
-        (base / "x.txt").write_text("owner\n")
-        assert fs_job(owner, "put", src=str(base), label="/shared")["state"] == "done"
-        wait_for(lambda: has_label(worker, "/shared", 2), 20, "version 2 on the worker")
-        go.touch()
-        process = wait_for(lambda: owner.finished(pid), 60, "the run")
-        assert process["state"] == "successful", process["errors"]
-        wait_for(lambda: has_label(owner, "/shared", 3), 20, "the merged version 3")
-        out = tmp_path / "merged"
-        assert fs_job(owner, "get", ref="/shared", dest=str(out))["state"] == "done"
-        # onclose keeplocal false: the label's file keeps its name, the run's is beside it
-        assert (out / "x.txt").read_text() == "owner\n"
-        assert (out / "x.txt.conflict-local").read_text() == "worker\n"
+    wait_for(downloaded, 30, "the run to have downloaded /shared")
+    # meanwhile the owner writes version 2
+    (base / "x.txt").write_text("owner\n")
+    assert fs_job(owner, "put", src=str(base), label="/shared")["state"] == "done"
+    wait_for(lambda: has_label(worker, "/shared", 2), 20, "version 2 on the worker")
+    go.touch()
+    process = wait_for(lambda: owner.finished(pid), 60, "the run")
+    assert process["state"] == "successful", process["errors"]
+    wait_for(lambda: has_label(owner, "/shared", 3), 20, "the merged version 3")
+    out = tmp_path / "merged"
+    assert fs_job(owner, "get", ref="/shared", dest=str(out))["state"] == "done"
+    # onclose keeplocal false: the label's file keeps its name, the run's is beside it
+    assert (out / "x.txt").read_text() == "owner\n"
+    assert (out / "x.txt.conflict-local").read_text() == "worker\n"

@@ -87,8 +87,7 @@ def test_a_founder_killed_under_load_comes_back_and_finishes_what_was_acknowledg
 ) -> None:
     with cluster(tmp_path) as c:
         owner = c.found()
-        n1 = c.join("n1", owner)
-        n2 = c.join("n2", owner)
+        n1, n2 = c.join_all(owner, ["n1", "n2"])
         members = {n1.member_id, n2.member_id}
         for node in (owner, n1, n2):
             wait_for(partial(node.has_version, 3), 20, f"{node.name} to learn membership v3")
@@ -120,9 +119,10 @@ def test_a_founder_killed_under_load_comes_back_and_finishes_what_was_acknowledg
         print(f"{len(pending)} specs acknowledged, {at_restart - at_kill} while the owner was away")
 
         def all_finished() -> bool:
-            for pid in list(pending):
-                process = n1.finished(pid)
-                if process is not None:
+            pids = list(pending)  # asked in one API client, not one per process
+            answers = n1.requests([("process", [pid]) for pid in pids])
+            for pid, process in zip(pids, answers, strict=True):
+                if process["state"] in ("successful", "failed"):
                     assert process["state"] == "successful", process
                     pending.discard(pid)
             return not pending

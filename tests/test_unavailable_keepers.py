@@ -51,9 +51,7 @@ def test_submits_are_acknowledged_as_fast_with_a_ghost_and_a_stopped_member(
 ) -> None:
     with cluster(tmp_path) as c:
         owner = c.found(params=PARAMS)
-        n1 = c.join("n1", owner, params=PARAMS)
-        n2 = c.join("n2", owner, params=PARAMS)
-        n3 = c.join("n3", owner, params=PARAMS)
+        n1, n2, n3 = c.join_all(owner, ["n1", "n2", "n3"], params=PARAMS)
         live = (owner, n1, n2, n3)
         for node in live:
             wait_for(partial(node.has_version, 4), 20, f"{node.name} to learn membership v4")
