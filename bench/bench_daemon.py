@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_daemon.py                    # everything (a few minutes)
     .venv/bin/python bench/bench_daemon.py --part latency     # or throughput, join
 
-One process per daemon, each started with the real CLI (``colonynode start``) in its own
-home, as tests/cluster.py does (its helpers are imported from there). Clients use the
+One process per daemon (``colonynode start --foreground`` in its own home), started
+as tests/cluster.py starts them (its helpers are imported from there; keys, colonies and
+tickets are made in-process, joins go through ``colonynode join``). Clients use the
 daemons' local API with ApiClient, as a user's program would.
 
 latency: five daemons (all executors of type local); one at a time, the time from just
