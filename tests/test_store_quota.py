@@ -147,3 +147,15 @@ def test_a_submission_one_keeper_stored_stays_pending_and_is_offered_again() -> 
     resent = client.on_timer(("submit", spec.pid), 2.5)
     sent_to = {e.to for e in resent if isinstance(e, fx.Send) and isinstance(e.msg, StoreSpec)}
     assert sent_to == set(keepers[1:])
+
+
+def test_a_revoked_keeper_s_ack_does_not_count_towards_the_majority() -> None:
+    client = _client()
+    spec = _spec(11)
+    keepers = _submitted(client, spec)
+    client.on_message(keepers[0], StoreAck(spec.pid), 1.1)
+    revoked = GENESIS.updated(OWNER, 1.2, remove=[keepers[0]])
+    client.adopt_membership(revoked, 1.2)
+    # two acks, one from a member no longer in the colony: not acknowledged yet
+    assert not _observed(client.on_message(keepers[1], StoreAck(spec.pid), 1.3), "acknowledged")
+    assert _observed(client.on_message(keepers[2], StoreAck(spec.pid), 1.5), "acknowledged")

@@ -59,7 +59,11 @@ class ClientRole:
         acks = self.acks.setdefault(msg.pid, set())
         acks.add(sender)
         self.refusals.get(msg.pid, set()).discard(sender)
-        if msg.pid not in self.acknowledged and len(acks) >= majority(len(store.keepers)):
+        # a keeper revoked since it stored the spec does not count (its copy is lost
+        # to the colony): acknowledged means a majority of current members hold it
+        is_member = self.node.membership.is_member
+        held = sum(1 for k in acks if is_member(k))
+        if msg.pid not in self.acknowledged and held >= majority(len(store.keepers)):
             self.acknowledged[msg.pid] = 0
             spec = store.spec
             self.node.observe(
