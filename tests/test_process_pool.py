@@ -284,7 +284,9 @@ def test_an_entry_point_past_maxexectime_is_really_stopped(
         spec = {
             "funcname": "spin",
             "args": [str(heartbeat)],
-            "maxexectime": 2,
+            # long enough for a worker to start on a busy machine (it must have beaten
+            # once for the test to name it), short for the suite
+            "maxexectime": 8,
             "conditions": {"executortype": "spinner"},
         }
         pid = owner.submit(spec)["pid"]
