@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,6 +127,32 @@ def sized(base: scenarios.Scenario, members: int) -> scenarios.Scenario:
     return dataclasses.replace(base, name=f"{base.name}-{members}", colony=colony)
 
 
+def measured() -> str:
+    """The commit and day a part ran at, for its section (parts run separately)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"commit {commit}, {time.strftime('%Y-%m-%d')}"
+
+
+def stamp_line(part: dict[str, Any]) -> list[str]:
+    at = part.get("measured")
+    if at is None:
+        return [
+            "Measured at an earlier commit than this file's other sections (the run",
+            "predates these stamps and the core changes since; not re-run).",
+            "",
+        ]
+    return [f"Measured at {at}.", ""]
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -164,6 +191,7 @@ def main() -> int:
             "seed2": other,
             "same_seed_same_digest": first["trace_digest"] == again["trace_digest"],
             "other_seed_other_digest": first["trace_digest"] != other["trace_digest"],
+            "measured": measured(),
         }
         for r in (first, other):
             ok &= r["lost"] == 0 and r["duplicate_results"] == 0
@@ -178,18 +206,21 @@ def main() -> int:
             "command": "python bench/bench_sim.py --part scaling --sizes "
             + " ".join(map(str, args.sizes)),
             "runs": rows,
+            "measured": measured(),
         }
         for r in rows:
             ok &= r["lost"] == 0 and r["duplicate_results"] == 0 and r["terminal"]
     if args.part in ("all", "byzantine"):
         print(f"byzantine: seeds 1 to {args.seeds}", flush=True)
         results["byzantine"] = byz = byzantine_runs(args.seeds)
+        byz["measured"] = measured()
         ok &= byz["clean"] == len(byz["runs"])
     if args.part in ("all", "churn"):
         churn = results["churn"] = {}
         for name, seeds in (("churn-small", args.churn_seeds), ("churn-harsh", args.harsh_seeds)):
             print(f"churn: {name}, seeds 1 to {seeds}", flush=True)
             churn[name] = runs = churn_runs(name, seeds)
+            runs["measured"] = measured()
             ok &= runs["clean"] == len(runs["runs"])
     path.write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "SIMULATOR.md").write_text(markdown(results))
@@ -219,6 +250,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Command: `{fig['command']}`",
             "",
+            *stamp_line(fig),
             "| run | lost | duplicate results | stale-epoch accepts | terminal "
             "| successful | failed | simulated s | wall s | events | events/wall s | digest |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -252,6 +284,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Command: `{sc['command']}`",
             "",
+            *stamp_line(sc),
             "| members | executors | lost | duplicate results | terminal | simulated s "
             "| wall s | events | events/wall s |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -289,6 +322,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Command: `{byz['command']}`",
             "",
+            *stamp_line(byz),
             f"- Seeds run: **{len(runs)}**; clean (no lie accepted, nothing lost, every process "
             f"ended): **{byz['clean']}**.",
             f"- Attacks sent: {sum(r['attacks'] for r in runs):,}; inputs refused: "
@@ -321,6 +355,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Command: `{ch['command']}`",
             "",
+            *stamp_line(ch),
             f"- Seeds run: **{len(runs)}**; clean: **{ch['clean']}**.",
             f"- Lost: {sum(r['lost'] for r in runs)}; duplicate results: "
             f"{sum(r['duplicates'] for r in runs)}; stale-epoch accepts: "
