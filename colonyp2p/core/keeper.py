@@ -478,6 +478,10 @@ class KeeperRole:
         self._install_acks.pop(rec.pid, None)
         for action in ("recover", "move", "fail"):
             self._first_seen.pop((rec.pid, action), None)
+        if value.kind != "moved":
+            # a chosen outcome is never replaced: nobody need be asked where it went
+            self._moved_through.pop(rec.pid, None)
+            self._moves_asked.pop(rec.pid, None)
         node = self.node
         node.observe(
             "decided", rec.pid, {"epoch": epoch, "kind": value.kind, "value": value_id(value)}
@@ -720,12 +724,17 @@ class KeeperRole:
             return "install_sender", f"{sender} replaced {pid[:12]}, kept by others"
         return "", ""
 
+    def _keepers_known(self, rec: KeeperRecord) -> set[str]:
+        """Who keeps ``rec`` or a configuration it moved to, as far as its keepers told
+        this node: who may replace it (_install_refusal), whom to ask where it went."""
+        known = set(rec.keepers)
+        if rec.decided is not None:
+            known.update(rec.decided.moved_to)
+        known.update(self._moved_through.get(rec.pid, ()))
+        return known
+
     def _may_replace(self, sender: str, rec: KeeperRecord) -> bool:
-        if sender == self.node.member_id or sender in rec.keepers:
-            return True
-        if rec.decided is not None and sender in rec.decided.moved_to:
-            return True
-        return sender in self._moved_through.get(rec.pid, ())
+        return sender == self.node.member_id or sender in self._keepers_known(rec)
 
     def _ask_where(self, rec: KeeperRecord) -> None:
         """Ask the keepers of ``rec`` (or of the set it moved to) about it, at most once
@@ -734,12 +743,8 @@ class KeeperRole:
         if now - self._moves_asked.get(rec.pid, -1e18) < self.node.params.query_after:
             return
         self._moves_asked[rec.pid] = now
-        peers = set(rec.keepers)
-        if rec.decided is not None:
-            peers.update(rec.decided.moved_to)
-        peers.update(self._moved_through.get(rec.pid, ()))
         query = Query(rec.pid)
-        for peer in sorted(peers - {self.node.member_id}):
+        for peer in sorted(self._keepers_known(rec) - {self.node.member_id}):
             self.node.send(peer, query)
 
     def on_install(self, sender: str, msg: Install, now: float) -> None:
