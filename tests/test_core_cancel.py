@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from core_effects import sent as _sent
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.messages import (
     Accept,
@@ -55,11 +57,6 @@ def _running() -> tuple[ColonyNode, SignedSpec]:
     effects = node.on_message(EXEC.member_id, Prepare(spec.pid, 1, "claim", TAG), 2.0)
     assert _sent(effects, Promise)
     return node, spec
-
-
-def _sent(effects: list[fx.Effect], kind: type[M]) -> list[tuple[str, M]]:
-    """The messages of type ``kind`` sent, with whom they went to."""
-    return [(e.to, e.msg) for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, kind)]
 
 
 def test_the_submitter_s_cancel_ends_a_live_lease_and_tells_its_holder() -> None:

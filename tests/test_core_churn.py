@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-from colonyp2p.core import effects as fx
+from core_effects import sent as _sent
+
 from colonyp2p.core.messages import Install, Prepare, Promise, Query, Refuse, Status, StoreSpec
 from colonyp2p.core.node import ColonyNode
 from colonyp2p.core.params import Params
@@ -37,10 +38,6 @@ GENESIS = MembershipSet.genesis(
 PARAMS = Params(keepers=3)
 KEEPERS = (OWNER.member_id, A.member_id, B.member_id)
 TAG = config_tag(KEEPERS)
-
-
-def _sent(effects: list[fx.Effect], kind: type[M]) -> list[tuple[str, M]]:
-    return [(e.to, e.msg) for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, kind)]
 
 
 def _keeper(version: int = 1) -> tuple[ColonyNode, SignedSpec]:

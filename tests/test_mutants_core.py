@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from core_effects import observed as _observed
+from core_effects import submitted as _submitted
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.client import FOLLOW_UP_ROUNDS, SUBMISSIONS
 from colonyp2p.core.messages import (
@@ -49,17 +52,6 @@ def _node(me: Identity) -> ColonyNode:
     node = ColonyNode(me.member_id, GENESIS, PARAMS)
     node.start(0.0)
     return node
-
-
-def _observed(effects: list[fx.Effect], kind: str) -> list[fx.Observe]:
-    return [e for e in effects if isinstance(e, fx.Observe) and e.kind == kind]
-
-
-def _submitted(client: ColonyNode, spec: SignedSpec) -> tuple[str, ...]:
-    effects = client.submit(spec, 1.0)
-    stores = [e.msg for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, StoreSpec)]
-    assert stores
-    return stores[0].keepers
 
 
 def test_refusals_of_one_submission_do_not_count_against_another() -> None:

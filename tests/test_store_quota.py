@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from core_effects import observed as _observed
+from core_effects import rejects as _rejects
+from core_effects import submitted as _submitted
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.keeper import RECORDS
 from colonyp2p.core.messages import Outcome, StoreAck, StoreSpec
@@ -50,10 +54,6 @@ def _store(node: ColonyNode, spec: SignedSpec, now: float) -> list[fx.Effect]:
 
 def _acks(effects: list[fx.Effect]) -> list[StoreAck]:
     return [e.msg for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, StoreAck)]
-
-
-def _rejects(effects: list[fx.Effect]) -> list[str]:
-    return [e.code for e in effects if isinstance(e, fx.Reject)]
 
 
 def test_a_keeper_refuses_records_past_a_submitter_s_quota_and_stores_others() -> None:
@@ -109,18 +109,6 @@ def _client() -> ColonyNode:
     node = ColonyNode(SUBMITTER.member_id, GENESIS, PARAMS)
     node.start(0.0)
     return node
-
-
-def _observed(effects: list[fx.Effect], kind: str) -> list[fx.Observe]:
-    return [e for e in effects if isinstance(e, fx.Observe) and e.kind == kind]
-
-
-def _submitted(client: ColonyNode, spec: SignedSpec) -> tuple[str, ...]:
-    """Submit ``spec`` from ``client``: the keepers it was sent to."""
-    effects = client.submit(spec, 1.0)
-    stores = [e.msg for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, StoreSpec)]
-    assert stores
-    return stores[0].keepers
 
 
 def test_the_submitter_reports_refused_only_once_every_keeper_refused() -> None:

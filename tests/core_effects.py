@@ -1,0 +1,32 @@
+"""What a core step did, picked out of its effects: for the core's unit tests."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from colonyp2p.core import effects as fx
+from colonyp2p.core.messages import StoreSpec
+from colonyp2p.core.node import ColonyNode
+from colonyp2p.model.signed import SignedSpec
+
+M = TypeVar("M")
+
+
+def sent(effects: list[fx.Effect], kind: type[M]) -> list[tuple[str, M]]:
+    """The messages of type ``kind`` sent, with whom they went to."""
+    return [(e.to, e.msg) for e in effects if isinstance(e, fx.Send) and isinstance(e.msg, kind)]
+
+
+def observed(effects: list[fx.Effect], kind: str) -> list[fx.Observe]:
+    return [e for e in effects if isinstance(e, fx.Observe) and e.kind == kind]
+
+
+def rejects(effects: list[fx.Effect]) -> list[str]:
+    return [e.code for e in effects if isinstance(e, fx.Reject)]
+
+
+def submitted(client: ColonyNode, spec: SignedSpec) -> tuple[str, ...]:
+    """Submit ``spec`` from ``client`` (at t=1): the keepers it was sent to."""
+    stores = [s for _, s in sent(client.submit(spec, 1.0), StoreSpec)]
+    assert stores
+    return stores[0].keepers
