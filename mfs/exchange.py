@@ -74,6 +74,7 @@ MAX_REPLY: Final = max(MAX_BLOCK_SIZE, MAX_MANIFEST_SIZE) + 1
 BATCH_BYTES: Final = 2 * 1024 * 1024  # a Want asks for about this much (or MAX_WANT CIDs)
 UNKNOWN_SIZE: Final = 16 * 1024  # what a manifest counts for in a batch
 DEPTH: Final = 3  # requests in flight per stream
+REOPEN_DELAY: Final = 0.5  # seconds before a failed stream open is tried once more
 STALL_TIMEOUT: Final = 20.0  # seconds without a frame before a provider counts as gone
 FLUSH_EVERY: Final = 32  # blocks between commits of fetched blocks
 MAX_CONCURRENT_SERVES: Final = 32
@@ -326,6 +327,7 @@ class FetchState:
     bad_blocks: int = 0
     not_found: int = 0
     provider_failures: int = 0
+    lost: dict[str, str] = field(default_factory=dict)  # provider -> why it was dropped last
     by_provider: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None  # when the tree was complete (None: still fetching)
@@ -343,6 +345,7 @@ class FetchState:
             "bad_blocks": self.bad_blocks,
             "not_found": self.not_found,
             "provider_failures": self.provider_failures,
+            "lost": dict(self.lost),
             "by_provider": dict(self.by_provider),
             "lookup_seconds": round(self.lookup_seconds, 3),
             "rounds": self.rounds,
@@ -564,6 +567,11 @@ class _Transfer:
 
     async def _worker(self, provider: str) -> None:
         stream = await self.fetcher._open(provider)
+        if stream is None and self.remaining:
+            # a stream open can fail on a busy peer with the connection up (py-libp2p's
+            # protocol negotiation): one more try before the provider counts as lost
+            await trio.sleep(REOPEN_DELAY)
+            stream = await self.fetcher._open(provider)
         if stream is None:
             self._lost(provider, "unreachable")
             return
@@ -597,6 +605,7 @@ class _Transfer:
         log.info("provider %s lost: %s", provider, why)
         self.providers[provider] = False
         self.state.provider_failures += 1
+        self.state.lost[provider] = why
         self._poke()
 
     async def _reader(
