@@ -2,7 +2,7 @@
 or a second result.
 
 Five real daemons, each in its own network namespace, cabled by veth pairs to one bridge
-in a "switch" namespace (10.213.0.0/24, nothing else is ever addressed; tests/netns.py).
+in a "switch" namespace (192.0.2.0/24, nothing else is ever addressed; tests/netns.py).
 Two of the five are cut off (their bridge ports go down, so their packets vanish) while
 they run processes and while more are submitted on both sides; the cut lasts longer than
 a lease; then the ports come up again. Every process must end successful, once: the
