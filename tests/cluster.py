@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from forker import ForkedChild, fork_daemon
+
 from colonyp2p.node import colony
 from colonyp2p.node.api_client import ApiClient
 from colonyp2p.node.home import Home, alive
@@ -118,7 +120,7 @@ class Node:
         # e.g. ["ip", "netns", "exec", NS]: every command for this node runs so, and its
         # API is then reached through such commands rather than from this process
         self.prefix = list(prefix)
-        self.children: list[subprocess.Popen[bytes]] = []  # daemons started by start()
+        self.children: list[subprocess.Popen[bytes] | ForkedChild] = []  # started by start()
         self._remote: _Remote | None = None  # makes API calls inside the namespace
         self._remote_lock = threading.Lock()
 
@@ -147,15 +149,21 @@ class Node:
         of its own), waited for until it published its runtime. (``ip netns exec`` execs
         the command: the daemon's pid is the child's.)"""
         assert self.home.runtime() is None, f"{self.name} is already running"
-        with open(self.home.log_path, "ab") as log:
-            child = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "colonyp2p.node.cli", "start", "--foreground"],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                env=self.env(),
-                start_new_session=True,
-            )
+        child: subprocess.Popen[bytes] | ForkedChild
+        if self.prefix or os.environ.get("COLONYP2P_TEST_NO_FORKER"):
+            command = [sys.executable, "-m", "colonyp2p.node.cli", "start", "--foreground"]
+            with open(self.home.log_path, "ab") as log:
+                child = subprocess.Popen(
+                    [*self.prefix, *command],
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env(),
+                    start_new_session=True,
+                )
+        else:  # forked from a process that imported the daemon once (tests/forker.py)
+            argv = ["start", "--foreground", "--home", str(self.home.root)]
+            child = fork_daemon(argv, self.env(), self.home.log_path)
         self.children.append(child)
 
         def up() -> bool:
