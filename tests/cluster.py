@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from forker import ForkedChild, fork_daemon
+from forker import ForkedChild, fork_cli, fork_daemon
 
 from colonyp2p.node import colony
 from colonyp2p.node.api_client import ApiClient
@@ -460,7 +460,16 @@ def _join(
     node.configure(executortype, params=params, listen=listen, kind=kind, mfs=mfs)
     # the CLI, in a process of its own: py-libp2p leaves the join's connection open
     # when the joining transport stops (the process's exit closes it)
-    node.cli("join", colony_id, "--ticket", ticket, "--name", node.name)
+    argv = ["join", colony_id, "--ticket", ticket, "--name", node.name]
+    if node.prefix or os.environ.get("COLONYP2P_TEST_NO_FORKER"):
+        node.cli(*argv)
+        return
+    done = fork_cli([*argv, "--home", str(node.home.root)], node.env(), CLI_TIMEOUT)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"colonynode join on {node.name} exited {done.returncode}:\n{done.stdout}\n"
+            f"{done.stderr}"
+        )
 
 
 def _version(node: Node) -> int | None:

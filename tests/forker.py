@@ -22,6 +22,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -70,10 +71,10 @@ for line in sys.stdin:
             os.setsid()
             os.environ.clear()
             os.environ.update(req["env"])
-            log = os.open(req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
+            os.dup2(os.open(req["stdout"], flags, 0o600), 1)
+            os.dup2(os.open(req["stderr"], flags, 0o600), 2)
             os.closerange(3, 1 << 16)
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", closefd=False, buffering=1)
@@ -178,6 +179,28 @@ class ForkedChild:
 
 def fork_daemon(argv: Sequence[str], env: Mapping[str, str], log: Path) -> ForkedChild:
     """``colonynode ARGV`` in a child of the server, its output appended to ``log``."""
+    return _fork(argv, env, log, log)
+
+
+def fork_cli(
+    argv: Sequence[str], env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``colonynode ARGV`` run to its end in a child of the server, as ``subprocess.run``
+    with captured output would run it (for the harness's own commands, such as a join:
+    the consoles of the CLI are made at import, in the server, 80 columns wide)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        code = _fork(argv, env, out, err).wait(timeout)
+        return subprocess.CompletedProcess(
+            ["colonynode", *argv],
+            code,
+            out.read_text(errors="replace") if out.exists() else "",
+            err.read_text(errors="replace") if err.exists() else "",
+        )
+
+
+def _fork(argv: Sequence[str], env: Mapping[str, str], stdout: Path, stderr: Path) -> ForkedChild:
     server = _the_server()
-    answer = server.ask({"op": "fork", "argv": list(argv), "env": dict(env), "log": str(log)})
+    request = {"op": "fork", "argv": list(argv), "env": dict(env)}
+    answer = server.ask(request | {"stdout": str(stdout), "stderr": str(stderr)})
     return ForkedChild(server, int(answer["pid"]))

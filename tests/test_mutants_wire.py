@@ -4,6 +4,7 @@ mutant that survived the other tests."""
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any
 
@@ -12,8 +13,18 @@ import pytest
 
 from colonyp2p import codec
 from colonyp2p.core.messages import Batch, BatchItem, Message, Query, StoreAck
-from colonyp2p.errors import MalformedMessage, ReplayedMessage, UnknownMessageType
-from colonyp2p.wire import RejectionCounter, ReplayGuard, batch, decode, unbatch
+from colonyp2p.errors import (
+    BadSignature,
+    MalformedMessage,
+    NotAMember,
+    OversizeMessage,
+    ReplayedMessage,
+    UnknownMessageType,
+    WireError,
+    WrongColony,
+)
+from colonyp2p.identity import Identity
+from colonyp2p.wire import RejectionCounter, ReplayGuard, batch, decode, encode, unbatch
 
 DIRECT = typing.get_args(Message)
 
@@ -160,6 +171,8 @@ _FIELDS: dict[str, Any] = {
         ({**_FIELDS, "x": 1}, "envelope fields: missing [], unknown [\"'x'\"]"),
         ({**_FIELDS, "seq": "1"}, "envelope.seq: wrong type str"),
         ({**_FIELDS, "seq": -1}, "envelope.seq: negative"),
+        ({**_FIELDS, "ts": math.inf}, "envelope.ts: not finite"),
+        ({**_FIELDS, "sig": "x"}, "envelope.sig: wrong type str"),
     ],
 )
 def test_a_malformed_envelope_is_refused_saying_what_is_wrong(envelope: Any, message: str) -> None:
@@ -172,3 +185,193 @@ def test_a_malformed_envelope_is_refused_saying_what_is_wrong(envelope: Any, mes
             replay=None,
         )
     assert str(refused.value) == message
+
+
+SENDER = Identity.from_seed(b"w" * 32)
+
+
+@pytest.mark.parametrize(
+    ("seq", "timestamp", "msg", "error", "message"),
+    [
+        (-1, 1.0, Query("p"), MalformedMessage, "seq must be a non-negative integer, got -1"),
+        (True, 1.0, Query("p"), MalformedMessage, "seq must be a non-negative integer, got True"),
+        (1, math.nan, Query("p"), MalformedMessage, "timestamp must be finite"),
+        (1, 1.0, {"pid": "p"}, UnknownMessageType, "<class 'dict'> is not a colony message type"),
+    ],
+)
+def test_encode_refuses_what_a_receiver_would_refuse_saying_why(
+    seq: Any, timestamp: float, msg: object, error: type[WireError], message: str
+) -> None:
+    with pytest.raises(error) as refused:
+        encode(SENDER, "c", seq, timestamp, msg)
+    assert str(refused.value) == message
+
+
+def test_encode_refuses_by_the_size_of_what_would_travel() -> None:
+    msg = Query("p" * 100)
+    raw = encode(SENDER, "c", 1, 1.0, msg)
+    unsigned = {k: v for k, v in cbor2.loads(raw).items() if k != "sig"}
+    payload = len(cbor2.dumps(unsigned, canonical=True))
+    # a message of exactly max_size bytes is sent
+    assert encode(SENDER, "c", 1, 1.0, msg, max_size=len(raw)) == raw
+    # the unsigned part fits but the signed message does not: refused by its full size
+    for max_size in (payload, len(raw) - 1):
+        with pytest.raises(OversizeMessage) as refused:
+            encode(SENDER, "c", 1, 1.0, msg, max_size=max_size)
+        assert str(refused.value) == f"Query message of {len(raw)} bytes exceeds {max_size}"
+    # not even the unsigned part fits: refused before it is signed
+    with pytest.raises(OversizeMessage) as refused:
+        encode(SENDER, "c", 1, 1.0, msg, max_size=payload - 1)
+    assert str(refused.value) == f"Query message of {payload} bytes exceeds {payload - 1}"
+
+
+_MEMBER = {**_FIELDS, "sender": SENDER.member_id}
+
+
+@pytest.mark.parametrize(
+    ("envelope", "member", "max_size", "error", "message"),
+    [
+        # what a peer sent is quoted to 64 characters: its type, colony and sender
+        (
+            {**_FIELDS, "type": "N" * 100},
+            True,
+            1000,
+            UnknownMessageType,
+            f"unknown message type {'N' * 64!r}",
+        ),
+        (
+            {**_FIELDS, "colony": "x" * 100},
+            True,
+            1000,
+            WrongColony,
+            f"message for colony {'x' * 64!r}",
+        ),
+        (
+            {**_FIELDS, "sender": "s" * 100},
+            True,
+            1000,
+            NotAMember,
+            f"sender {'s' * 64!r} is not a member id",
+        ),
+        (
+            _MEMBER,
+            False,
+            1000,
+            NotAMember,
+            f"sender {SENDER.member_id} is not a member of the colony",
+        ),
+        (_MEMBER, True, 1000, BadSignature, f"unsigned message from {SENDER.member_id}"),
+        (
+            {**_FIELDS, "body": {"pid": "p" * 100}},
+            True,
+            100,
+            OversizeMessage,
+            "message of {size} bytes exceeds 100",
+        ),
+    ],
+)
+def test_a_refused_envelope_says_why(
+    envelope: Any, member: bool, max_size: int, error: type[WireError], message: str
+) -> None:
+    raw = cbor2.dumps(envelope, canonical=True)
+    with pytest.raises(error) as refused:
+        decode(
+            raw,
+            colony_id="c",
+            is_member=lambda _: member,
+            now=1.0,
+            replay=None,
+            max_size=max_size,
+        )
+    assert str(refused.value) == message.format(size=len(raw))
+
+
+def test_a_list_of_scalars_is_checked_item_by_item() -> None:
+    assert codec.from_data(tuple[str, ...], ["a", "b"], "m") == ("a", "b")
+    assert codec.from_data(tuple[str, ...], [], "m") == ()
+    floats = codec.from_data(tuple[float, ...], [1, 2.5], "m")
+    assert floats == (1.0, 2.5) and type(floats[0]) is float
+    refused: list[tuple[Any, list[Any], str]] = [
+        (tuple[str, ...], [1], "m[0]: expected a string, got int"),
+        (tuple[str, ...], ["a", 1], "m[1]: expected a string, got int"),
+        (tuple[int, ...], [1, True], "m[1]: expected an integer, got bool"),
+        (tuple[float, ...], [1.0, math.inf], "m[1]: numbers must be finite"),
+    ]
+    for annotation, data, message in refused:
+        with pytest.raises(MalformedMessage) as refusal:
+            codec.from_data(annotation, data, "m")
+        assert str(refusal.value) == message
+
+
+def _nested_lists(levels: int, fixed: bool) -> tuple[Any, Any]:
+    """Lists ``levels`` deep around a ``str | None`` (no scalar fast path), as
+    ``tuple[X]`` or ``tuple[X, ...]``, and a value of it."""
+    tp: Any = str | None
+    data: Any = "leaf"
+    for _ in range(levels):
+        tp = tuple[tp] if fixed else tuple[tp, ...]
+        data = [data]
+    return tp, data
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_lists_nest_to_max_depth(fixed: bool) -> None:
+    tp, data = _nested_lists(codec.MAX_DEPTH, fixed)
+    value = codec.from_data(tp, data, "m")
+    for _ in range(codec.MAX_DEPTH):
+        assert type(value) is tuple and len(value) == 1
+        value = value[0]
+    assert value == "leaf"
+    tp, data = _nested_lists(codec.MAX_DEPTH + 1, fixed)
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(tp, data, "m")
+    deepest = "m" + "[0]" * (codec.MAX_DEPTH + 1)
+    assert str(refused.value) == f"{deepest}: nested deeper than {codec.MAX_DEPTH}"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("x", "m: expected a list, got str"),
+        ([1], "m: expected 2 items, got 1"),
+        ([1, 2, 3], "m: expected 2 items, got 3"),
+        ([1, 2], "m[1]: expected a string, got int"),
+    ],
+)
+def test_a_fixed_tuple_is_refused_saying_why(data: Any, message: str) -> None:
+    assert codec.from_data(tuple[int, str], [1, "a"], "m") == (1, "a")
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(tuple[int, str], data, "m")
+    assert str(refused.value) == message
+
+
+def test_a_decoded_envelope_holds_what_its_sender_signed() -> None:
+    guard = ReplayGuard(60.0)
+    raw = encode(SENDER, "c", 7, 1.5, Query("p"))
+    env = decode(raw, colony_id="c", is_member=lambda _: True, now=1.0, replay=guard)
+    assert (env.colony_id, env.sender, env.seq, env.timestamp, env.type, env.body) == (
+        "c",
+        SENDER.member_id,
+        7,
+        1.5,
+        "Query",
+        Query("p"),
+    )
+    assert env.signature == cbor2.loads(raw)["sig"]
+    assert guard.highest(SENDER.member_id) == 7
+
+
+def test_a_replay_guard_may_track_one_sender_and_one_seq() -> None:
+    guard = ReplayGuard(60.0, max_senders=1, max_seqs_per_sender=1)
+    guard.accept("a", 10, 0.0, 0.0)
+    guard.accept("a", 20, 0.0, 0.0)  # 10 forgotten, and everything up to it refused
+    with pytest.raises(ReplayedMessage, match="older than the replay window"):
+        guard.check("a", 10, 0.0, 0.0)
+    guard.accept("b", 5, 0.0, 0.0)  # the least recently heard-from sender is forgotten
+    assert len(guard) == 1
+    assert guard.highest("a") is None and guard.highest("b") == 5
+    for bounds in ({"max_senders": 0}, {"max_seqs_per_sender": 0}):
+        with pytest.raises(ValueError, match=r"^the replay window and bounds must be positive$"):
+            ReplayGuard(60.0, **bounds)
+    with pytest.raises(ValueError, match=r"^the replay window and bounds must be positive$"):
+        ReplayGuard(0.0)
