@@ -16,7 +16,10 @@ from colonyp2p.errors import (
     ValidationError,
 )
 from colonyp2p.identity import Identity
+from colonyp2p.model import membership
 from colonyp2p.model.membership import Member, MembershipSet
+from colonyp2p.model.signed import MAX_NONCE, SignedSpec
+from colonyp2p.model.spec import FunctionSpec
 
 OWNER, ADMIN, EXECUTOR, USER, STRANGER = (
     Identity.from_seed(bytes([60 + i]) * 32) for i in range(5)
@@ -195,3 +198,157 @@ def test_naming_the_owner_owner_again_changes_nothing_and_stops_nothing() -> Non
     v2 = GENESIS.updated(OWNER, 20.0, set_roles={OWN: "owner", U: "executor"})
     assert v2.role_of(OWN) == "owner"
     assert v2.role_of(U) == "executor"  # the change after the owner's is made too
+
+
+def _owner_only(**fields: object) -> MembershipSet:
+    """A membership set built field by field (unsigned), the owner its only member unless
+    ``fields`` say otherwise."""
+    doc: dict[str, object] = {
+        "colony_id": GENESIS.colony_id,
+        "name": "lab",
+        "version": 1,
+        "members": (Member(OWN, "owner"),),
+        "issued_at": 1.0,
+        "signer": OWN,
+    }
+    doc.update(fields)
+    return MembershipSet(**doc)  # type: ignore[arg-type]
+
+
+MEMBERSHIP_FIELD_REFUSALS: list[tuple[dict[str, object], str]] = [
+    ({"colony_id": 1}, "colony_id: must be a string, got int"),
+    ({"colony_id": ""}, "colony_id: must not be empty"),
+    ({"colony_id": "c" * 129}, "colony_id: must be at most 128 characters, got 129"),
+    ({"name": None}, "name: must be a string, got NoneType"),
+    ({"name": "n" * 257}, "name: must be at most 256 characters, got 257"),
+    ({"version": 0}, "version: must be at least 1, got 0"),
+    ({"version": 1.0}, "version: must be an integer, got float"),
+    ({"members": {OWN: "owner"}}, "members: must be a list, got dict"),
+    ({"members": (Member(OWN, "owner"), OWN)}, "members[1]: must be a Member, got str"),
+    (
+        {"members": (Member(OWN, "owner"), Member(U, "user"), Member(U, "admin"))},
+        f"members[2]: {U} is listed twice",
+    ),
+    ({"members": (Member(U, "user"),)}, "members: a colony has exactly one owner, this lists 0"),
+    (
+        {"members": (Member(OWN, "owner"), Member(U, "owner"))},
+        "members: a colony has exactly one owner, this lists 2",
+    ),
+    ({"issued_at": "1"}, "issued_at: must be a number, got str"),
+    ({"signer": 1}, "signer: must be a string, got int"),
+    ({"signer": "s" * 129}, "signer: must be at most 128 characters, got 129"),
+    ({"signature": "sig"}, "signature: must be bytes"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), MEMBERSHIP_FIELD_REFUSALS)
+def test_a_malformed_membership_set_is_refused_naming_the_field(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        _owner_only(**fields)
+    assert str(refused.value) == message
+
+
+def test_a_membership_set_built_field_by_field_answers_lookups() -> None:
+    doc = _owner_only(
+        members=[Member(U, "user"), Member(OWN, "owner", "me"), Member(A, "admin")],
+        issued_at=5,
+        signer="",
+    )
+    assert type(doc.members) is tuple and len(doc) == 3
+    assert doc.issued_at == 5.0 and type(doc.issued_at) is float
+    assert doc.owner_id == OWN
+    assert doc.member(OWN) == Member(OWN, "owner", "me")
+    assert doc.role_of(U) == "user" and doc.role_of(S) is None
+    assert doc.member_ids == tuple(sorted((U, OWN, A)))
+    assert doc.keeper_ids == tuple(sorted((OWN, A)))
+    assert doc.admins == (A,)
+    # an unsigned document's signature is refused as such, not skipped
+    with pytest.raises(ColonyError):
+        doc.verify_signature()
+
+
+def test_a_colony_holds_at_most_max_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(membership, "MAX_MEMBERS", 3)
+    three = (Member(OWN, "owner"), Member(A, "admin"), Member(U, "user"))
+    assert len(_owner_only(members=three)) == 3
+    with pytest.raises(ValidationError) as refused:
+        _owner_only(members=(*three, Member(E, "executor")))
+    assert str(refused.value) == "members: at most 3 members, got 4"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"member_id": "x"}, "member_id: 'x' is not a member id"),
+        ({"member_id": 1}, "member_id: 1 is not a member id"),
+        ({"member_id": OWN[:-1]}, f"member_id: {OWN[:-1]!r} is not a member id"),
+        ({"role": "root"}, "role: 'root' is not one of owner, admin, executor, user"),
+        ({"name": 1}, "name: must be a string, got int"),
+        ({"name": "n" * 257}, "name: must be at most 256 characters, got 257"),
+    ],
+)
+def test_a_malformed_member_is_refused_naming_the_field(
+    fields: dict[str, object], message: str
+) -> None:
+    member: dict[str, object] = {"member_id": U, "role": "user", "name": "n" * 256}
+    member.update(fields)
+    with pytest.raises(ValidationError) as refused:
+        Member(**member)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+# --- signed specs -------------------------------------------------------------------
+
+
+def _signed(**fields: object) -> SignedSpec:
+    spec: dict[str, object] = {
+        "spec": FunctionSpec(funcname="f"),
+        "colony_id": "c" * 128,
+        "submitter": U,
+        "submitted_at": 1.0,
+        "nonce": b"n" * MAX_NONCE,
+        "parents": ("p" * 128,),
+        "workflow_id": "w" * 128,
+    }
+    spec.update(fields)
+    return SignedSpec(**spec)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"spec": "f"}, "spec: must be a FunctionSpec, got str"),
+        ({"colony_id": 1}, "colony_id: must be a string, got int"),
+        ({"colony_id": "c" * 129}, "colony_id: must be at most 128 characters, got 129"),
+        ({"submitter": None}, "submitter: must be a string, got NoneType"),
+        ({"submitter": "s" * 129}, "submitter: must be at most 128 characters, got 129"),
+        ({"submitted_at": "1"}, "submitted_at: must be a number, got str"),
+        ({"nonce": "n"}, f"nonce: must be at most {MAX_NONCE} bytes"),
+        ({"nonce": b"n" * (MAX_NONCE + 1)}, f"nonce: must be at most {MAX_NONCE} bytes"),
+        ({"parents": "p"}, "parents: must be a list of strings, got str"),
+        ({"parents": ["p", 1]}, "parents[1]: must be a string, got int"),
+        ({"parents": ["p" * 129]}, "parents[0]: must be at most 128 characters, got 129"),
+        ({"workflow_id": 1}, "workflow_id: must be a string, got int"),
+        ({"workflow_id": "w" * 129}, "workflow_id: must be at most 128 characters, got 129"),
+        ({"signature": "sig"}, "signature: must be bytes"),
+    ],
+)
+def test_a_malformed_signed_spec_is_refused_naming_the_field(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        _signed(**fields)
+    assert str(refused.value) == message
+
+
+def test_a_signed_spec_at_its_bounds_is_taken_and_normalised() -> None:
+    spec = _signed(submitted_at=3, parents=["a", "b"])
+    assert spec.submitted_at == 3.0 and type(spec.submitted_at) is float
+    assert spec.parents == ("a", "b")
+    assert _signed().nonce == b"n" * MAX_NONCE
+    signed = SignedSpec.create(FunctionSpec(funcname="f"), USER, "c", 2, b"", ["p"], "w")
+    assert signed.valid() and signed.submitter == U and signed.parents == ("p",)
+    assert signed.submitted_at == 2.0 and type(signed.submitted_at) is float
+    assert not dataclasses.replace(signed, nonce=b"x").valid()

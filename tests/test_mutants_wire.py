@@ -4,6 +4,7 @@ mutant that survived the other tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from typing import Any
@@ -12,7 +13,7 @@ import cbor2
 import pytest
 
 from colonyp2p import codec
-from colonyp2p.core.messages import Batch, BatchItem, Message, Query, StoreAck
+from colonyp2p.core.messages import MAX_BATCH, Batch, BatchItem, Message, Query, StoreAck
 from colonyp2p.errors import (
     BadSignature,
     MalformedMessage,
@@ -291,7 +292,8 @@ def test_a_list_of_scalars_is_checked_item_by_item() -> None:
     assert codec.from_data(tuple[str, ...], [], "m") == ()
     floats = codec.from_data(tuple[float, ...], [1, 2.5], "m")
     assert floats == (1.0, 2.5) and type(floats[0]) is float
-    refused: list[tuple[Any, list[Any], str]] = [
+    refused: list[tuple[Any, Any, str]] = [
+        (tuple[str, ...], "ab", "m: expected a list, got str"),
         (tuple[str, ...], [1], "m[0]: expected a string, got int"),
         (tuple[str, ...], ["a", 1], "m[1]: expected a string, got int"),
         (tuple[int, ...], [1, True], "m[1]: expected an integer, got bool"),
@@ -375,3 +377,126 @@ def test_a_replay_guard_may_track_one_sender_and_one_seq() -> None:
             ReplayGuard(60.0, **bounds)
     with pytest.raises(ValueError, match=r"^the replay window and bounds must be positive$"):
         ReplayGuard(0.0)
+
+
+def test_without_a_path_a_refusal_names_the_annotation() -> None:
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(int | None, "x")  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "int | None: str fits none of int | None (int | None: expected an integer, got str)"
+    )
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(StoreAck, {"pid": 1})
+    assert str(refused.value) == "StoreAck.pid: expected a string, got int"
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(StoreAck, {"pid": "p", "x": 1}, given={"refused": "q"})
+    assert str(refused.value) == "StoreAck: unknown fields ['x']"
+
+
+def test_given_fields_need_a_dataclass_the_codec_handles() -> None:
+    with pytest.raises(TypeError) as refused:
+        codec.from_data(int, 1, given={})
+    assert str(refused.value) == "given fields need a dataclass, not <class 'int'>"
+    with pytest.raises(TypeError) as refused:
+        codec.from_data(set, [1], given={})
+    assert str(refused.value) == "codec cannot handle the annotation <class 'set'>"
+
+
+@pytest.mark.parametrize(
+    ("data", "given", "message"),
+    [
+        ([1], None, "m: expected a map, got list"),
+        ({}, None, "m: missing field 'pid'"),
+        ({"pid": "p", "y": 1, "x": 2}, None, "m: unknown fields ['x', 'y']"),
+        (
+            {"pid": "p", "refused": "x"},
+            {"refused": "q"},
+            "m: holds fields kept elsewhere: ['refused']",
+        ),
+        ({"pid": "p", "x": 1}, {"refused": "q"}, "m: unknown fields ['x']"),
+    ],
+)
+def test_a_message_with_wrong_fields_is_refused_saying_which(
+    data: Any, given: dict[str, Any] | None, message: str
+) -> None:
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(StoreAck, data, "m", given=given)
+    assert str(refused.value) == message
+
+
+def test_fields_kept_elsewhere_complete_the_message() -> None:
+    # a required field given, an optional one sent; and the other way round
+    assert codec.from_data(StoreAck, {"refused": "q"}, given={"pid": "p"}) == StoreAck("p", "q")
+    assert codec.from_data(StoreAck, {"pid": "p"}, given={"refused": "q"}) == StoreAck("p", "q")
+    assert codec.from_data(StoreAck, {}, given={"pid": "p"}) == StoreAck("p")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holder:
+    value: Any
+
+
+@pytest.mark.parametrize("in_maps", [False, True])
+def test_a_field_counts_one_level_of_nesting(in_maps: bool) -> None:
+    def wrap(value: Any) -> Any:
+        return {"k": value} if in_maps else [value]
+
+    data: Any = "leaf"
+    for _ in range(codec.MAX_DEPTH - 1):
+        data = wrap(data)
+    # the field at depth 1, its innermost value at MAX_DEPTH
+    assert codec.from_data(_Holder, {"value": data}, "m") == _Holder(data)
+    assert codec.from_data(_Holder, {"value": data}, "m", given={}) == _Holder(data)
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(_Holder, {"value": wrap(data)}, "m")
+    deepest = "m.value" + (".k" if in_maps else "[0]") * codec.MAX_DEPTH
+    assert str(refused.value) == f"{deepest}: nested deeper than {codec.MAX_DEPTH}"
+
+
+def test_a_message_its_own_checks_refuse_is_malformed_saying_why() -> None:
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(Batch, {"items": []}, "m")
+    assert str(refused.value) == f"m: a batch holds 1 to {MAX_BATCH} items, not 0"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({1: "x"}, "m.value: map keys must be strings"),
+        ({"a": [1, {"b": 2, 3: 4}]}, "m.value.a[1]: map keys must be strings"),
+        ([0.5, math.nan], "m.value[1]: numbers must be finite"),
+        ({"a": math.inf}, "m.value.a: numbers must be finite"),
+        ({"a": [set()]}, "m.value.a[0]: set is not a plain value"),
+    ],
+)
+def test_a_json_like_value_is_refused_saying_where(value: Any, message: str) -> None:
+    plain: list[Any] = [None, True, 1, "s", b"b", 1.5, [], {}, {"a": [1, {"b": None}]}]
+    assert codec.from_data(_Holder, {"value": plain}, "m") == _Holder(plain)
+    with pytest.raises(MalformedMessage) as refused:
+        codec.from_data(_Holder, {"value": value}, "m")
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (cbor2.dumps({"b": 1, "a": 2}), r"^CBOR is not in canonical form$"),
+        # a list that holds itself (shared references), which canonical CBOR cannot encode
+        (b"\xd8\x1c\x81\xd8\x1d\x00", r"^CBOR holds values a colony message cannot: cyclic"),
+        (cbor2.dumps(1) + b"\x00\x00", r"^2 bytes after the CBOR item$"),
+        (b"\xff\x00", r"^not CBOR: "),
+    ],
+)
+def test_cbor_that_is_not_one_canonical_item_is_refused_saying_why(
+    raw: bytes, message: str
+) -> None:
+    assert codec.loads_canonical(cbor2.dumps({"a": 2, "b": 1}, canonical=True)) == {"a": 2, "b": 1}
+    with pytest.raises(MalformedMessage, match=message):
+        codec.loads_canonical(raw)
+
+
+def test_values_the_codec_does_not_know_are_left_to_cbor() -> None:
+    tag = cbor2.CBORTag(9999, 1)
+    assert codec.to_data({"t": [tag]}) == {"t": [tag]}
+    assert codec.canonical_bytes({"t": tag}) == cbor2.dumps({"t": tag}, canonical=True)
+    assert codec.to_data(StoreAck) is StoreAck  # a dataclass itself, not an instance

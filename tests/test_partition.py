@@ -219,12 +219,16 @@ def test_a_partition_heals_without_lost_or_duplicate_results(
             assert value.startswith(f"successful:{executor}:"), (pid, value, executor)
 
         # --- the formerly cut-off daemons recovered: they work as members again -------
-        for node in minority:
-            pid, acked, out = _submit_all(node, [_sleep_spec(300 + len(pids))])[0]
+        def works_again(node: Node, i: int) -> None:
+            pid, acked, out = _submit_all(node, [_sleep_spec(300 + i)])[0]
             assert acked, f"{node.name} cannot get a submission acknowledged after the heal"
             done = wait_for(partial(node.finished, pid), 30, f"{node.name}'s new process")
             assert done["state"] == "successful" and done["output"] == [out], done
             assert node.status()["peers"] >= 1
+
+        # both at once: each waits for a run of its own
+        for future in [pool.submit(works_again, n, i) for i, n in enumerate(minority)]:
+            future.result()
 
         # what the partition did, for whoever reads the output
         values_at_cut = {
