@@ -77,6 +77,48 @@ DAEMON_MUTATIONS = (
             "tests/test_transport.py::test_a_member_revoked_at_run_time_is_refused_afterwards",
         ),
     ),
+    Mutation(
+        name="store-failure-ignored",
+        promise="a store that cannot write stops the daemon before it acknowledges anything",
+        path="node/daemon.py",
+        patches=(
+            (
+                "            await trio.to_thread.run_sync(self.store.apply, persists)\n",
+                "            try:\n"
+                "                await trio.to_thread.run_sync(self.store.apply, persists)\n"
+                "            except Exception:\n"
+                '                log.exception("the store failed; carrying on")\n',
+            ),
+        ),
+        tests=(
+            "tests/test_containment.py::test_a_full_disk_refuses_submits_and_ends_the_daemon_with_one_line",
+        ),
+    ),
+    Mutation(
+        name="record-spec-not-written",
+        promise="a record's spec, kept in a row of its own, is written with the record",
+        path="node/store.py",
+        patches=(
+            (
+                "                if spec is not stored and (spec is None or spec != stored):\n",
+                "                if False:\n",
+            ),
+        ),
+        tests=("tests/test_store.py", "tests/test_restart.py"),
+    ),
+    Mutation(
+        name="first-write-wins",
+        promise="of two writes of one key in a step, the later is what a restart reads",
+        path="node/store.py",
+        patches=(
+            (
+                "                last[(e.table, e.key if type(e.key) is str else id(e))] = e\n",
+                "                last.setdefault("
+                "(e.table, e.key if type(e.key) is str else id(e)), e)\n",
+            ),
+        ),
+        tests=("tests/test_store.py", "tests/test_restart.py"),
+    ),
 )
 
 
