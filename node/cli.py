@@ -22,6 +22,7 @@ from colonyp2p.node.cli_typer import typer_app
 
 if TYPE_CHECKING:
     from colonyp2p.simulations.engine import Result
+    from colonyp2p.simulations.shrink import Shrunk
 
 app = typer_app(
     "colonyp2p: a peer-to-peer meta-operating system for distributed computing.",
@@ -69,13 +70,69 @@ def _run(name: str, seed: int, quiet: bool) -> Result:
         return simulate(scenario, seed, progress)
 
 
-def _report(result: Result, json_out: Path | None, plot_out: Path | None) -> None:
-    from colonyp2p.simulations.report import print_violation, summary_table
+def _shrink(result: Result, out: Path, quiet: bool) -> Shrunk | None:
+    """The failing run's scenario shrunk (see simulations/shrink.py), written to ``out``."""
+    import dataclasses
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from colonyp2p.simulations.scenario import to_toml
+    from colonyp2p.simulations.shrink import MAX_RUNS, shrink, size
+
+    with Progress(
+        TextColumn("[bold]shrinking[/] {task.fields[now]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        console=err,
+        transient=True,
+        disable=quiet,
+    ) as bar:
+        members, specs, _ = size(result.scenario)
+        task = bar.add_task("", total=MAX_RUNS, now=f"{members} members, {specs} specs")
+
+        def progress(state: Shrunk, what: str, kept: bool) -> None:
+            members, specs, faults = size(state.scenario)
+            now = f"{members} members, {specs} specs, {faults} faults; tried: {what}"
+            bar.update(task, completed=state.runs, now=now)
+
+        shrunk = shrink(result.scenario, result.seed, first=result, progress=progress)
+    if shrunk is None:
+        return None
+    # the name stays: it names the colony, and with it every pid and keeper placement
+    what = "; ".join(shrunk.steps) or "nothing could be removed"
+    shrunk.scenario = dataclasses.replace(
+        shrunk.scenario,
+        description=f"Shrunk from {result.scenario.name} with seed {result.seed} "
+        f"(still {shrunk.kind}): {what}.",
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_toml(shrunk.scenario), encoding="utf-8")
+    return shrunk
+
+
+def _report(
+    result: Result,
+    json_out: Path | None,
+    plot_out: Path | None,
+    shrunk: Shrunk | None = None,
+    shrunk_path: Path | None = None,
+) -> None:
+    from colonyp2p.simulations.report import print_shrunk, print_violation, summary_table
 
     console.print(summary_table(result))
     if json_out is not None:
+        summary = result.summary()
+        if shrunk is not None:
+            summary["shrunk"] = {
+                "path": str(shrunk_path),
+                "kind": shrunk.kind,
+                "runs": shrunk.runs,
+                "steps": shrunk.steps,
+                "summary": shrunk.result.summary(),
+            }
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
+        json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         console.print(f"summary written to {json_out}")
     if plot_out is not None:
         # imported here: matplotlib would cost every command 0.3 s and every daemon
@@ -86,6 +143,8 @@ def _report(result: Result, json_out: Path | None, plot_out: Path | None) -> Non
         plot(result, plot_out)
         console.print(f"plot written to {plot_out}")
     print_violation(console, result)
+    if shrunk is not None and shrunk_path is not None:
+        print_shrunk(console, shrunk, shrunk_path)
     if result.violation is not None or result.lost or not result.terminal:
         raise typer.Exit(1)
 
@@ -103,13 +162,29 @@ def simulate_cmd(
         Path | None, typer.Option("--plot", help="write a PNG plot of the run here")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    shrink_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--shrink",
+            help="if the run fails, reduce the scenario to a smaller one that fails the "
+            "same way with the same seed, and write it here (TOML)",
+        ),
+    ] = None,
 ) -> None:
     """Run a colony through a scenario in the deterministic simulator and check its invariants.
 
     Exits 1 when an invariant breaks (printing the seed and the shortest history that
-    shows it), when an acknowledged process is lost, or when the run does not end.
+    shows it), when an acknowledged process is lost, or when the run does not end. With
+    --shrink, a failing scenario is also reduced to a small failing case (written as a
+    scenario file, with its own history), to turn into a test that fails before a fix.
     """
-    _report(_run(scenario, seed, quiet), json_out, plot_out)
+    from colonyp2p.simulations.shrink import failure
+
+    result = _run(scenario, seed, quiet)
+    shrunk = None
+    if shrink_out is not None and failure(result) is not None:
+        shrunk = _shrink(result, shrink_out, quiet)
+    _report(result, json_out, plot_out, shrunk, shrink_out)
 
 
 @app.command("scenarios")

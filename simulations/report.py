@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from colonyp2p.simulations.engine import Result
+from colonyp2p.simulations.shrink import Shrunk, size
 
 
 def summary_table(result: Result) -> Table:
@@ -46,17 +47,43 @@ def summary_table(result: Result) -> Table:
     return table
 
 
-def print_violation(console: Console, result: Result) -> None:
+def print_violation(console: Console, result: Result, replay: str = "") -> None:
     v = result.violation
     if v is None:
         return
     console.print(f"[bold red]invariant broken:[/] {v}")
-    console.print(
-        f"replay it with: colonynode simulate {result.scenario.name} --seed {result.seed}   "
-        f"(process {v.pid})"
+    console.print(  # one line, never wrapped: a command to copy
+        f"replay it with: colonynode simulate {replay or result.scenario.name} "
+        f"--seed {result.seed}   (process {v.pid})",
+        soft_wrap=True,
     )
     console.print(
         f"[bold]shortest history of process {v.pid[:16]}[/] ({len(result.history)} events):"
     )
     for line in result.history:
         console.print(f"  {line}", markup=False, highlight=False)
+
+
+def print_shrunk(console: Console, shrunk: Shrunk, path: object) -> None:
+    """What the shrinker kept, from the failing scenario to the small one, and the small
+    run's own violation and history."""
+    table = Table(title=f"shrunk in {shrunk.runs} runs: still {shrunk.kind}")
+    table.add_column("reduction kept")
+    table.add_column("members", justify="right")
+    table.add_column("specs", justify="right")
+    table.add_column("faults", justify="right")
+    members, specs, faults = size(shrunk.scenario)
+    for step in shrunk.steps:
+        table.add_row(step, "", "", "")
+    table.add_row("[bold]now[/]", str(members), str(specs), str(faults))
+    console.print(table)
+    console.print(f"the shrunk scenario: {path}", soft_wrap=True)
+    if shrunk.result.violation is not None:
+        print_violation(console, shrunk.result, replay=str(path))
+    else:
+        lost = len(shrunk.result.lost)
+        console.print(
+            f"replay it with: colonynode simulate {path} --seed {shrunk.seed}   "
+            f"({lost} lost, terminal: {shrunk.result.terminal})",
+            soft_wrap=True,
+        )

@@ -9,6 +9,7 @@ without their path or suffix (``continuum-1000``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -486,3 +487,61 @@ class _Table:
             raise ScenarioError(f"{self._key(key)}: must be at least {low}, got {value}")
         if high is not None and value > high:
             raise ScenarioError(f"{self._key(key)}: must be at most {high}, got {value}")
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def to_toml(s: Scenario) -> str:
+    """``s`` as a scenario file that ``parse`` reads back equal (every key written, so a
+    shrunk scenario says all it is; the shrinker writes what it found this way)."""
+    lines = [
+        f"name = {_value(s.name)}",
+        f"description = {_value(s.description)}",
+        f"max_simulated_seconds = {_value(s.max_simulated_seconds)}",
+        f"sample_every = {_value(s.sample_every)}",
+        f"settle_seconds = {_value(s.settle_seconds)}",
+        "",
+        "[colony]",
+        f"users = {s.colony.users}",
+        f"admins = {s.colony.admins}",
+    ]
+    for g in s.colony.executors:
+        lines += ["", "[[colony.executors]]", *_pairs(g)]
+    lines += ["", "[workload]", *_pairs(s.workload, skip=("functions",))]
+    for f in s.workload.functions:
+        lines += ["", "[[workload.functions]]", *_pairs(f)]
+    lines += ["", "[network]", *_pairs(s.network)]
+    lines += ["", "[faults]", *_pairs(s.faults, skip=("partitions", "churn"))]
+    for p in s.faults.partitions:
+        lines += ["", "[[faults.partitions]]", *_pairs(p)]
+    lines += ["", "[faults.churn]", *_pairs(s.faults.churn)]
+    numeric = [
+        f.name
+        for f in dataclasses.fields(Params)
+        if isinstance(f.default, int | float) and not isinstance(f.default, bool)
+    ]
+    lines += ["", "[params]", *(f"{n} = {_value(getattr(s.params, n))}" for n in numeric)]
+    return "\n".join(lines) + "\n"
+
+
+def _pairs(obj: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    return [
+        f"{f.name} = {_value(getattr(obj, f.name))}"
+        for f in dataclasses.fields(obj)
+        if f.name not in skip
+    ]
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        # JSON's escapes are TOML's, but for characters past U+FFFF (JSON's surrogate
+        # pairs are not TOML) and DEL (TOML escapes it, JSON does not)
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(v, tuple | list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML form for {v!r}")
