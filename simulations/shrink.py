@@ -190,7 +190,7 @@ def _candidates(s: Scenario) -> Iterator[tuple[str, Scenario]]:
         yield "no jitter", network(jitter=0.0)
     if w.error_rate or w.hang_rate:
         yield "no failing or hanging runs", workload(error_rate=0.0, hang_rate=0.0)
-    if w.submit_window[1] > w.submit_window[0]:
+    if w.submit_window[1] - w.submit_window[0] >= 2.0:  # to a second, no finer
         start, end = w.submit_window
         yield (
             f"submissions within {start:g}..{(start + end) / 2:g} s",
