@@ -128,7 +128,10 @@ def _report(
                 "path": str(shrunk_path),
                 "kind": shrunk.kind,
                 "runs": shrunk.runs,
-                "steps": shrunk.steps,
+                "steps": [
+                    {"kept": what, "members": m, "specs": n, "faults": f}
+                    for what, (m, n, f) in zip(shrunk.steps, shrunk.sizes[1:], strict=True)
+                ],
                 "summary": shrunk.result.summary(),
             }
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from colonyp2p.simulations.engine import Result
-from colonyp2p.simulations.shrink import Shrunk, size
+from colonyp2p.simulations.shrink import Shrunk
 
 
 def summary_table(result: Result) -> Table:
@@ -72,10 +72,10 @@ def print_shrunk(console: Console, shrunk: Shrunk, path: object) -> None:
     table.add_column("members", justify="right")
     table.add_column("specs", justify="right")
     table.add_column("faults", justify="right")
-    members, specs, faults = size(shrunk.scenario)
-    for step in shrunk.steps:
-        table.add_row(step, "", "", "")
-    table.add_row("[bold]now[/]", str(members), str(specs), str(faults))
+    for step, (members, specs, faults) in zip(
+        ["(the failing scenario)", *shrunk.steps], shrunk.sizes, strict=True
+    ):
+        table.add_row(step, str(members), str(specs), str(faults))
     console.print(table)
     console.print(f"the shrunk scenario: {path}", soft_wrap=True)
     if shrunk.result.violation is not None:

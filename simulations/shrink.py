@@ -45,6 +45,7 @@ class Shrunk:
     kind: str
     result: Result
     steps: list[str] = field(default_factory=list)  # the reductions kept, in order
+    sizes: list[tuple[int, int, int]] = field(default_factory=list)  # size() first, then after each
     runs: int = 0  # simulations spent, the first (failing) run included
 
 
@@ -64,7 +65,7 @@ def shrink(
     kind = failure(first)
     if kind is None:
         return None
-    state = Shrunk(scenario, seed, kind, first, runs=1)
+    state = Shrunk(scenario, seed, kind, first, sizes=[size(scenario)], runs=1)
     _search(state, max_runs, progress)
     if state.steps and state.result.violation is not None:
         state.result = simulate(state.scenario, seed)  # again, with the history replayed
@@ -87,6 +88,7 @@ def _search(
             if kept:
                 state.scenario, state.result = candidate, result
                 state.steps.append(what)
+                state.sizes.append(size(candidate))
                 break
         else:
             return  # no reduction keeps the failure: a local minimum

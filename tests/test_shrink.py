@@ -95,6 +95,8 @@ def test_a_planted_bug_shrinks_to_a_smaller_case_that_fails_before_the_fix(
     assert shrunk.kind == "vanished"  # acknowledged, then stored by no member
     assert shrunk.runs <= RUNS and len(tried) == shrunk.runs - 1
     assert shrunk.steps == [what for what, kept in tried if kept] and shrunk.steps
+    assert shrunk.sizes[0] == size(s) and shrunk.sizes[-1] == size(shrunk.scenario)
+    assert len(shrunk.sizes) == len(shrunk.steps) + 1
     members, specs, _ = size(shrunk.scenario)
     assert members < s.nodes / 2 and specs < s.workload.specs / 2, size(shrunk.scenario)
     assert shrunk.result.violation is not None and shrunk.result.history  # replayed
@@ -127,3 +129,5 @@ def test_the_cli_writes_the_shrunk_scenario_and_prints_its_history(
     assert data["shrunk"]["kind"] == "vanished" and data["shrunk"]["path"] == str(out)
     assert data["shrunk"]["summary"]["nodes"] == shrunk.nodes < data["nodes"]
     assert data["shrunk"]["summary"]["violation"]["history"]
+    last = data["shrunk"]["steps"][-1]
+    assert (last["members"], last["specs"]) == (shrunk.nodes, shrunk.workload.specs)
