@@ -5,8 +5,9 @@ A "switch" namespace holds a bridge; each node gets its own namespace with one v
 to the bridge (``eth0`` on the node's side, ``p<index>`` on the switch's), an address in
 192.0.2.0/24 (TEST-NET-1, a documentation range: nothing outside the namespaces made here
 is ever addressed) and its own loopback. A node's daemon is started inside its namespace
-through a command prefix (``ip netns exec NS``, see tests/cluster.py's ``Node.prefix``). Ports can be taken down
-(a partition) and links shaped with ``tc`` (a device's line rate). Needs ``ip`` (and
+through a command prefix (``ip netns exec NS``, see tests/cluster.py's ``Node.prefix``).
+Ports can be taken down (a partition) and links shaped with ``tc`` (a device's line
+rate). Needs ``ip`` (and
 ``tc`` for shaping) and the right to make namespaces (root, or CAP_SYS_ADMIN and
 CAP_NET_ADMIN); ``NotPermitted`` says when that right is missing.
 """

@@ -393,15 +393,6 @@ def test_without_a_path_a_refusal_names_the_annotation() -> None:
     assert str(refused.value) == "StoreAck: unknown fields ['x']"
 
 
-def test_given_fields_need_a_dataclass_the_codec_handles() -> None:
-    with pytest.raises(TypeError) as refused:
-        codec.from_data(int, 1, given={})
-    assert str(refused.value) == "given fields need a dataclass, not <class 'int'>"
-    with pytest.raises(TypeError) as refused:
-        codec.from_data(set, [1], given={})
-    assert str(refused.value) == "codec cannot handle the annotation <class 'set'>"
-
-
 @pytest.mark.parametrize(
     ("data", "given", "message"),
     [
