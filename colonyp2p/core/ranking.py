@@ -37,13 +37,13 @@ class KeeperRing:
     scan of every member: with 10,000 members a scan was the simulator's largest cost.
     """
 
-    __slots__ = ("_ids", "_sorted", "keys", "members", "version")
+    __slots__ = ("_ids", "_sorted", "members", "version")
 
     def __init__(self, version: int, member_ids: Sequence[str]) -> None:
         self.version = version
         self.members = tuple(member_ids)
-        self.keys = tuple((dht_key(m), m) for m in self.members)
-        order = sorted(self.keys)  # member ids differ, and so (sha256) do their keys
+        # member ids differ, and so (sha256) do their keys
+        order = sorted((dht_key(m), m) for m in self.members)
         self._sorted = [key for key, _ in order]
         self._ids = [m for _, m in order]
 
