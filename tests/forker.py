@@ -6,7 +6,8 @@ test process starts one server (``_SERVER``, at its first daemon) that imports t
 and the daemon, then forks a child per request. The child is the real daemon as
 ``colonynode start --foreground --home H`` runs it: a session of its own, the node's
 environment, its output appended to the node's log, ``main()`` of the real CLI. Only the
-imports are shared, done before any trio loop, thread or socket exists. (``random``
+imports are shared, done before any trio loop, thread or socket exists; the child puts its
+environment's ``PYTHONPATH`` first on ``sys.path``, as a new interpreter would. (``random``
 reseeds itself in a forked child; keys and nonces come from the OS.)
 
 The server reaps its children and keeps their exit statuses, so that ``ForkedChild`` can
@@ -71,6 +72,9 @@ for line in sys.stdin:
             os.setsid()
             os.environ.clear()
             os.environ.update(req["env"])
+            # as a new interpreter would read it (a test may set it for its daemons)
+            extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            sys.path[:0] = [p for p in extra if p not in sys.path]
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             os.dup2(os.open(req["stdout"], flags, 0o600), 1)

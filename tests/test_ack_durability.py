@@ -85,7 +85,7 @@ def test_a_keeper_killed_mid_commit_had_acknowledged_nothing_it_lost(
         client = c.join("client", owner, role="user", start=False)
         keeper = c.join("keeper", owner, start=False)
         monkeypatch.setenv(KILL_AT_COMMIT_ENV, RECORDS)
-        keeper.cli("start")
+        keeper.start()
         monkeypatch.delenv(KILL_AT_COMMIT_ENV)  # the restart below runs without the fault
         daemon_pid = keeper.pid
         status = keeper.status()
@@ -102,7 +102,7 @@ def test_a_keeper_killed_mid_commit_had_acknowledged_nothing_it_lost(
         assert "killed before a commit" in keeper.home.log_path.read_text(errors="replace")
         acknowledged = {m.pid for m in received if isinstance(m, StoreAck) and not m.refused}
 
-        keeper.cli("start")
+        keeper.start()
         kept = {p["pid"] for p in keeper.processes()}
         assert acknowledged <= kept, (
             f"acknowledged before the SIGKILL but lost by the restart: {acknowledged - kept}"

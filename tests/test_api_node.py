@@ -78,7 +78,7 @@ def test_a_request_signed_for_one_node_is_refused_by_another(tmp_path: Path) -> 
         config = b.home.config()
         config.api = {"allow": [owner.member_id]}
         b.home.save_config(config)
-        b.cli("start")
+        b.start()
         body = json.dumps(SPEC).encode()
         identity = owner.home.identity()
 

@@ -85,7 +85,7 @@ def test_a_full_disk_refuses_submits_and_ends_the_daemon_with_one_line(
         assert "disk is full" in lines[0], lines[0]
         assert "Nothing it acknowledged is lost" in lines[0], lines[0]
         (small_disk / "filler").unlink()
-        owner.cli("start")
+        owner.start()
         done = wait_for(lambda: member.finished(pid), 60, "the member's spec to end")
         assert done["state"] == "successful", done
         assert done["output"] == [42.0], done

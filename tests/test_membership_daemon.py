@@ -27,7 +27,7 @@ def test_a_member_back_after_several_changes_catches_up_version_by_version(
         a = c.join("a", owner, start=False)  # v3
         c.join("b", owner, start=False)  # v4
         owner.cli("members", "revoke", a.member_id)  # v5
-        n1.cli("start")
+        n1.start()
         wait_for(partial(n1.has_version, 5), 30, "n1 to catch up from v2 to v5")
         rejected = n1.status()["rejected"]
         assert not {"membership_gap", "unsolicited", "unauthorized"} & set(rejected), rejected

@@ -280,7 +280,7 @@ def test_an_entry_point_past_maxexectime_is_really_stopped(
         assert config.executor is not None and config.executor.isolation == "process"
         config.executor.functions = ["spin=spinmod:spin"]
         owner.home.save_config(config)
-        owner.cli("start")
+        owner.start()
         spec = {
             "funcname": "spin",
             "args": [str(heartbeat)],

@@ -100,7 +100,7 @@ def colony(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 config.executor.functions = list(FUNCTIONS)
                 config.executor.isolation = "process"
                 member.home.save_config(config)
-                member.cli("start")
+                member.start()
             for node in c.nodes:
                 wait_for(partial(_connected, node), 30, f"{node.name} to connect to both")
             for member in c.nodes[1:]:

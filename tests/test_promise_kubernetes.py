@@ -61,7 +61,7 @@ def test_a_kubernetes_executor_in_a_daemon_runs_jobs(
         assert config.executor is not None and config.executor.kind == "kubernetes"
         config.executor.namespace = "colony"
         kube.home.save_config(config)
-        kube.cli("start")
+        kube.start()
         wait_for(lambda: _serves(owner, kube), 30, "the owner to know the kubernetes executor")
 
         def submit(image: str, *args: Any) -> str:
