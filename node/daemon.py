@@ -285,7 +285,12 @@ class Daemon:
             )
         ad = self._ad(membership)
         node = self.node = ColonyNode(
-            self.identity.member_id, membership, self.params, ad=ad, durable=durable
+            self.identity.member_id,
+            membership,
+            self.params,
+            ad=ad,
+            durable=durable,
+            sign=self.identity.sign,
         )
         colony_id = membership.colony_id
         transport = self.transport = Transport(
@@ -901,7 +906,8 @@ class Daemon:
                         best = node.status(pid, time.time())
                     continue
                 if keeper not in node.lost:
-                    self._outbox(keeper).send_nowait(Query(pid))
+                    # with the proof: an outcome is shown only where it holds (below)
+                    self._outbox(keeper).send_nowait(Query(pid, proof=True))
                     waiting.add(keeper)
 
         async def answers() -> bool:
@@ -920,6 +926,10 @@ class Daemon:
                     waiting.discard(sender)
                     if not status.known:
                         continue
+                    decided = status.decided
+                    real = decided is not None and decided.kind != "moved"
+                    if real and not node.believes(sender, status):
+                        continue  # an outcome without its proof: the sender's word
                     if best is None or _rank(status) > _rank(best):
                         best = status
                     if status.decided is not None and status.decided.kind != "moved":

@@ -35,6 +35,7 @@ from colonyp2p.core.keeper import RECORDS
 from colonyp2p.core.messages import AdAnnounce, Announcement, Message, SpecAnnounce
 from colonyp2p.core.node import ColonyNode, ExecutionResult
 from colonyp2p.core.topics import colony_topic, spec_topic, subscriptions
+from colonyp2p.identity import Identity
 from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.model.membership import Member, MembershipSet
 from colonyp2p.simulations.byzantine import Byzantine
@@ -185,6 +186,8 @@ class Simulation:
         self.membership = colony.membership  # the newest version the admin issued
         # per member, by index
         self.mids: list[str] = [i.member_id for i in colony.identities]
+        # index = member index, joiners appended: each node signs with its own key
+        self.keys: list[Identity] = list(colony.identities)
         self.index: dict[str, int] = {m: i for i, m in enumerate(self.mids)}
         self.ads: list[ExecutorAd | None] = [colony.ads.get(i) for i in range(len(self.mids))]
         self.boot: list[MembershipSet] = [colony.membership] * len(self.mids)
@@ -397,6 +400,7 @@ class Simulation:
             self.params,
             ad=self.ads[idx],
             durable=self.disks[idx],
+            sign=self.keys[idx].sign,
         )
         self.nodes[idx] = node
         self._apply(idx, node.start(self.node_now(idx)))
@@ -648,6 +652,7 @@ class Simulation:
         self._note(f"join #{idx} (membership v{new.version})")
         self.counters["joins"] += 1
         self.mids.append(ident.member_id)
+        self.keys.append(ident)
         self.index[ident.member_id] = idx
         self.ads.append(ad)
         self.boot.append(new)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TypeVar
 
 from colonyp2p.core import effects as fx
 from colonyp2p.core.messages import StoreSpec
 from colonyp2p.core.node import ColonyNode
+from colonyp2p.core.provenance import place
+from colonyp2p.identity import Identity
 from colonyp2p.model.signed import SignedSpec
 
 M = TypeVar("M")
@@ -30,3 +33,15 @@ def submitted(client: ColonyNode, spec: SignedSpec) -> tuple[str, ...]:
     stores = [s for _, s in sent(client.submit(spec, 1.0), StoreSpec)]
     assert stores
     return stores[0].keepers
+
+
+def placed(store: StoreSpec, *keys: Identity) -> StoreSpec:
+    """``store`` with its placement signed by its spec's submitter, the one of ``keys``
+    that is (as a node's submit signs it): keepers refuse a StoreSpec without one
+    (core/provenance.py). A spec none of ``keys`` submitted goes unplaced."""
+    for key in keys:
+        if key.member_id == store.spec.submitter:
+            spec, keepers, version = store.spec, store.keepers, store.config_version
+            placement = place(key.sign, spec, keepers, version, store.parents)
+            return dataclasses.replace(store, placement=placement)
+    return store

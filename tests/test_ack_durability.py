@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 from cluster import cluster, wait_for
+from core_effects import placed
 
 from colonyp2p.core.keeper import RECORDS
 from colonyp2p.core.messages import Message, Query, Status, StoreAck, StoreSpec
@@ -94,7 +95,7 @@ def test_a_keeper_killed_mid_commit_had_acknowledged_nothing_it_lost(
         spec = SignedSpec.create(
             FunctionSpec("add", args=(1, 2)), identity, colony_id, time.time(), os.urandom(12)
         )
-        store = StoreSpec(spec, (keeper.member_id,), status["membership_version"])
+        store = placed(StoreSpec(spec, (keeper.member_id,), status["membership_version"]), identity)
 
         received = _store(identity, colony_id, addr, store, dies=True)
         wait_for(lambda: not alive(daemon_pid), 10, "the keeper to die")

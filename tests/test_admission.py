@@ -206,7 +206,7 @@ def test_at_most_max_pending_devices_wait_and_each_has_one_row(tmp_path: Path) -
     store = Store(tmp_path / "state.db")
     daemon: Any = SimpleNamespace(  # the parts of a Daemon that Admission uses
         identity=owner,
-        node=ColonyNode(owner.member_id, genesis, Params()),
+        node=ColonyNode(owner.member_id, genesis, Params(), sign=owner.sign),
         store=store,
         transport=transport,
         membership_chain=lambda: (genesis,),

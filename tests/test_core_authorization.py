@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from core_effects import placed
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.messages import (
     Accept,
@@ -51,7 +53,7 @@ GENESIS = MembershipSet.genesis(
 )
 PARAMS = Params(keepers=3)
 CPU_AD = ExecutorAd.create(EXEC, 0.0, executortype="cpu", name="cpu-1")
-_RING = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+_RING = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
 FORGED = Outcome("successful", output=("M was here",), executor=M.member_id, run_epoch=1)
 
 
@@ -73,7 +75,7 @@ def _spec(
 
 
 def _node(me: Identity = OWNER) -> ColonyNode:
-    node = ColonyNode(me.member_id, GENESIS, PARAMS)
+    node = ColonyNode(me.member_id, GENESIS, PARAMS, sign=me.sign)
     node.start(0.0)
     node.learn_ad(CPU_AD)
     return node
@@ -84,7 +86,11 @@ def _keeper_with(spec: SignedSpec, parents: tuple[ParentRef, ...] = ()) -> Colon
     node = _node()
     keepers = node.keepers_for(spec.pid)
     assert OWNER.member_id in keepers
-    node.on_message(spec.submitter, StoreSpec(spec, keepers, 1, parents), 2.0)
+    node.on_message(
+        spec.submitter,
+        placed(StoreSpec(spec, keepers, 1, parents), OWNER, EXEC, EXEC2, EXEC3, SUBMITTER, M),
+        2.0,
+    )
     assert node.record(spec.pid) is not None
     return node
 
@@ -130,7 +136,7 @@ def test_a_planted_spec_with_a_bad_signature_enters_nowhere() -> None:
     install = Install(record.transfer(keepers, 1, 0))
     assert _rejects(node.on_message(keepers[1], install, 2.0)) == ["bad_spec"]
     # stored by "its submitter" (the envelope says the owner sent it)
-    store = StoreSpec(planted, keepers, 1)
+    store = placed(StoreSpec(planted, keepers, 1), OWNER, EXEC, EXEC2, EXEC3, SUBMITTER, M)
     assert _rejects(node.on_message(OWNER.member_id, store, 2.0)) == ["bad_spec"]
     # announced on gossip and offered directly: no executor considers it
     announce = SpecAnnounce(planted, keepers)
@@ -305,7 +311,19 @@ def test_fail_recover_and_move_ballots_only_from_keepers_or_a_cancelling_submitt
     spec = _spec(submitter=M)  # M's own spec: M may cancel it
     other = _spec(nonce=b"other")
     node = _keeper_with(spec)
-    node.on_message(SUBMITTER.member_id, StoreSpec(other, node.keepers_for(other.pid), 1), 2.0)
+    node.on_message(
+        SUBMITTER.member_id,
+        placed(
+            StoreSpec(other, node.keepers_for(other.pid), 1),
+            OWNER,
+            EXEC,
+            EXEC2,
+            EXEC3,
+            SUBMITTER,
+            M,
+        ),
+        2.0,
+    )
     tag = config_tag(node.keepers_of(other.pid))
     purposes: tuple[Purpose, ...] = ("fail", "recover", "move")
     for epoch, purpose in enumerate(purposes, start=1):
@@ -385,7 +403,7 @@ def test_a_forged_move_of_a_parent_is_refused() -> None:
 
 def test_an_announcement_naming_a_user_as_keeper_is_refused() -> None:
     spec = _spec(executortype="cpu")
-    node = ColonyNode(EXEC.member_id, GENESIS, PARAMS, ad=CPU_AD)
+    node = ColonyNode(EXEC.member_id, GENESIS, PARAMS, ad=CPU_AD, sign=EXEC.sign)
     node.start(0.0)
     # M re-announces a real spec with itself as its keeper: an executor would claim from M
     effects = node.on_announcement(M.member_id, SpecAnnounce(spec, (M.member_id,)), 2.0)

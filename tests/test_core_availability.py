@@ -67,7 +67,9 @@ class Net:
 
     def __init__(self, running: Iterable[Identity], start: float = 0.0) -> None:
         self.nodes = {
-            i.member_id: ColonyNode(i.member_id, MEMBERSHIP, PARAMS, ad=ADS.get(i.member_id))
+            i.member_id: ColonyNode(
+                i.member_id, MEMBERSHIP, PARAMS, ad=ADS.get(i.member_id), sign=i.sign
+            )
             for i in running
         }
         self.now = start
@@ -157,7 +159,7 @@ def test_a_member_never_heard_from_is_not_chosen_once_a_lease_has_passed() -> No
     net.run(net.now + 0.05)
     assert any(e.kind == "acknowledged" and e.pid == late.pid for _, e in net.observed)
     # the ghost starts at last: its ad says it runs, and it keeps new specs again
-    ghost = net.nodes[G] = ColonyNode(G, MEMBERSHIP, PARAMS, ad=ADS[G])
+    ghost = net.nodes[G] = ColonyNode(G, MEMBERSHIP, PARAMS, ad=ADS[G], sign=GHOST.sign)
     net.apply(G, ghost.start(net.now))
     net.run(net.now + 0.1)
     again = _kept_by(a, G, first=20_000)
@@ -165,7 +167,7 @@ def test_a_member_never_heard_from_is_not_chosen_once_a_lease_has_passed() -> No
 
 
 def test_a_lost_or_silent_member_is_passed_over_until_it_is_heard_from() -> None:
-    node = ColonyNode(A, MEMBERSHIP, PARAMS, ad=ADS[A])
+    node = ColonyNode(A, MEMBERSHIP, PARAMS, ad=ADS[A], sign=EXEC_A.sign)
     node.start(0.0)
     for member in (B, C, G):  # every member runs: their ads arrive
         node.on_announcement(member, AdAnnounce(ADS[member]), 0.1)

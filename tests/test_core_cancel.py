@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from core_effects import placed
 from core_effects import sent as _sent
 
 from colonyp2p.core import effects as fx
@@ -51,9 +52,9 @@ CANCELLED = Outcome("failed", errors=("cancelled by x",), executor=SUBMITTER.mem
 def _running() -> tuple[ColonyNode, SignedSpec]:
     """The owner keeps a process that EXEC claimed (epoch 1) and runs."""
     spec = SignedSpec.create(FunctionSpec("sleep"), SUBMITTER, GENESIS.colony_id, 1.0, b"c")
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
     node.start(0.0)
-    node.on_message(SUBMITTER.member_id, StoreSpec(spec, KEEPERS, 1), 1.0)
+    node.on_message(SUBMITTER.member_id, placed(StoreSpec(spec, KEEPERS, 1), SUBMITTER, OWNER), 1.0)
     effects = node.on_message(EXEC.member_id, Prepare(spec.pid, 1, "claim", TAG), 2.0)
     assert _sent(effects, Promise)
     return node, spec
@@ -100,7 +101,7 @@ def test_only_the_submitter_or_an_admin_cancels_and_a_plain_fail_waits_for_the_l
 
 def test_the_holder_stops_its_run_when_a_majority_says_its_lease_is_over() -> None:
     spec = SignedSpec.create(FunctionSpec("sleep"), SUBMITTER, GENESIS.colony_id, 1.0, b"h")
-    executor = ColonyNode(EXEC.member_id, GENESIS, PARAMS)
+    executor = ColonyNode(EXEC.member_id, GENESIS, PARAMS, sign=EXEC.sign)
     executor.start(0.0)
     executor.proposer.begin(spec, KEEPERS, 1, "claim")
     for k in KEEPERS:
@@ -115,7 +116,7 @@ def test_the_holder_stops_its_run_when_a_majority_says_its_lease_is_over() -> No
 
 def test_a_node_cancelling_what_it_runs_stops_its_own_run_first() -> None:
     spec = SignedSpec.create(FunctionSpec("sleep"), EXEC, GENESIS.colony_id, 1.0, b"own")
-    node = ColonyNode(EXEC.member_id, GENESIS, PARAMS)
+    node = ColonyNode(EXEC.member_id, GENESIS, PARAMS, sign=EXEC.sign)
     node.start(0.0)
     node.proposer.begin(spec, KEEPERS, 1, "claim")
     for k in KEEPERS:

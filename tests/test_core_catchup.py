@@ -50,7 +50,7 @@ ADS = {e.member_id: _ad(e) for e in (OWNER, EXEC_A, EXEC_B)}
 
 
 def _node(me: Identity, membership: MembershipSet = GENESIS) -> ColonyNode:
-    return ColonyNode(me.member_id, membership, Params(), ad=ADS.get(me.member_id))
+    return ColonyNode(me.member_id, membership, Params(), ad=ADS.get(me.member_id), sign=me.sign)
 
 
 def _sent(effects: list[fx.Effect], kind: type[M]) -> list[tuple[str, M]]:
@@ -161,7 +161,7 @@ def test_many_ads_are_answered_in_several_messages() -> None:
     big = MembershipSet.genesis(
         OWNER, "big", 0.0, members=[Member(i.member_id, "executor") for i in idents]
     )
-    owner = ColonyNode(OWNER.member_id, big, Params())
+    owner = ColonyNode(OWNER.member_id, big, Params(), sign=OWNER.sign)
     owner.start(0.0)
     for ident in idents:
         owner.on_announcement(ident.member_id, AdAnnounce(_ad(ident)), 0.0)
@@ -197,6 +197,7 @@ def _at(me: Identity, versions: list[MembershipSet]) -> ColonyNode:
         Params(),
         ad=ADS.get(me.member_id),
         durable={MEMBERSHIP: {"current": versions[-1], **saved}},
+        sign=me.sign,
     )
     node.start(0.0)
     return node

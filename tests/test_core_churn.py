@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
+from core_effects import placed
 from core_effects import sent as _sent
 
 from colonyp2p.core.messages import Install, Prepare, Promise, Query, Refuse, Status, StoreSpec
@@ -42,9 +43,9 @@ TAG = config_tag(KEEPERS)
 
 def _keeper(version: int = 1) -> tuple[ColonyNode, SignedSpec]:
     spec = SignedSpec.create(FunctionSpec("work"), USER, GENESIS.colony_id, 1.0, b"churn")
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
     node.start(0.0)
-    node.on_message(USER.member_id, StoreSpec(spec, KEEPERS, version), 1.0)
+    node.on_message(USER.member_id, placed(StoreSpec(spec, KEEPERS, version), USER, OWNER), 1.0)
     assert node.record(spec.pid) is not None
     return node, spec
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from core_effects import placed
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.keeper import RECORDS
 from colonyp2p.core.messages import Outcome, ParentRef, Query, Status, StoreSpec
@@ -57,10 +59,10 @@ def _apply(durable: dict[str, dict[str, Any]], effects: list[fx.Effect]) -> None
 
 def _gather_keeper() -> tuple[ColonyNode, str, dict[str, dict[str, Any]]]:
     durable: dict[str, dict[str, Any]] = {}
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, durable=durable)
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, durable=durable, sign=OWNER.sign)
     _apply(durable, node.start(0.0))
     spec = SignedSpec.create(FunctionSpec("gather"), OWNER, GENESIS.colony_id, 1.0, b"g")
-    store = StoreSpec(spec, (OWNER.member_id,), 1, PARENTS)
+    store = placed(StoreSpec(spec, (OWNER.member_id,), 1, PARENTS), OWNER)
     _apply(durable, node.on_message(OWNER.member_id, store, 1.0))
     first_poll = node.on_timer(("tick",), 1.5)
     _apply(durable, first_poll)
@@ -84,7 +86,7 @@ def test_a_restart_asks_again_for_the_parents_it_had_not_written() -> None:
     node, pid, durable = _gather_keeper()
     for i in range(30):
         _apply(durable, node.on_message(P, _done(i), 2.0))
-    restarted = ColonyNode(OWNER.member_id, GENESIS, PARAMS, durable=durable)
+    restarted = ColonyNode(OWNER.member_id, GENESIS, PARAMS, durable=durable, sign=OWNER.sign)
     effects = restarted.start(3.0)
     effects += restarted.on_timer(("tick",), 3.5)
     _apply(durable, effects)

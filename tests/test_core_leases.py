@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 
+from core_effects import placed
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.keeper import SILENT_EXPIRIES_PER_TRY
 from colonyp2p.core.messages import Prepare, Promise, Refuse, Renew, RenewAck, StoreSpec
@@ -32,12 +34,12 @@ EXPIRED = 2.0 + PARAMS.lease_seconds + 0.1
 
 
 def _keeper_with_spec(maxretries: int = 1) -> tuple[ColonyNode, str]:
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
     node.start(0.0)
     spec = SignedSpec.create(
         FunctionSpec("work", maxretries=maxretries), OWNER, GENESIS.colony_id, 1.0, b"n"
     )
-    node.on_message(OWNER.member_id, StoreSpec(spec, (OWNER.member_id,), 1), 1.0)
+    node.on_message(OWNER.member_id, placed(StoreSpec(spec, (OWNER.member_id,), 1), OWNER), 1.0)
     return node, spec.pid
 
 

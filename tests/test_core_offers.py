@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import sys
 
+from core_effects import placed
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -72,7 +73,7 @@ def _ranked(pid: str) -> list[str]:
 
 
 def _node(me: Identity = OWNER) -> ColonyNode:
-    node = ColonyNode(me.member_id, GENESIS, PARAMS, ad=ADS.get(me.member_id))
+    node = ColonyNode(me.member_id, GENESIS, PARAMS, ad=ADS.get(me.member_id), sign=me.sign)
     node.start(0.0)
     for ad in ADS.values():
         if ad.executor_id != me.member_id:
@@ -106,7 +107,7 @@ def test_a_re_announcement_goes_on_gossip_and_to_the_best_ranked_executor() -> N
 
 
 def test_without_known_executors_a_new_process_goes_on_gossip() -> None:
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)  # no ads heard yet
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)  # no ads heard yet
     node.start(0.0)
     effects = node.submit(_kept_here(node, 128), 1.0)
     assert not _offered(effects)
@@ -147,10 +148,10 @@ def test_an_offered_executor_does_not_claim_again_when_gossip_brings_the_same_ro
 
 
 def test_a_lost_holder_s_lease_ends_at_once_and_another_claim_is_promised() -> None:
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
     node.start(0.0)
     spec = _spec(4, maxretries=1)
-    node.on_message(OWNER.member_id, StoreSpec(spec, (OWNER.member_id,), 1), 1.0)
+    node.on_message(OWNER.member_id, placed(StoreSpec(spec, (OWNER.member_id,), 1), OWNER), 1.0)
     a, b = EXEC_A.member_id, EXEC_B.member_id
     node.on_message(a, Prepare(spec.pid, 1, "claim"), 2.0)
     tag = config_tag((OWNER.member_id,))
@@ -209,11 +210,11 @@ def test_a_keeper_that_notices_a_lost_holder_re_announces_at_once_out_of_turn() 
     # The keeper first in turn may not have noticed the loss yet, and a claim it refused
     # as leased meanwhile has given up: waiting for its turn would cost a stagger.
     first, me = EXEC_C.member_id, EXEC_B.member_id
-    node = ColonyNode(me, GENESIS, PARAMS)
+    node = ColonyNode(me, GENESIS, PARAMS, sign=EXEC_B.sign)
     node.start(0.0)
     spec = _spec(11)
     keepers = (first, me)
-    node.on_message(OWNER.member_id, StoreSpec(spec, keepers, 1), 1.0)
+    node.on_message(OWNER.member_id, placed(StoreSpec(spec, keepers, 1), OWNER), 1.0)
     node.on_message(EXEC_A.member_id, Prepare(spec.pid, 1, "claim", config_tag(keepers)), 2.0)
     lost = node.on_peer_lost(EXEC_A.member_id, 3.0)
     again = [e.item for e in lost if isinstance(e, fx.Publish)]

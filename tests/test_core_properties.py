@@ -74,7 +74,7 @@ class ColonySchedules(RuleBasedStateMachine):
         self.acknowledged: set[str] = set()
         self.specs = 0
         for n, ident in enumerate(IDS):
-            node = ColonyNode(ident.member_id, MEMBERSHIP, PARAMS, ad=ADS[n])
+            node = ColonyNode(ident.member_id, MEMBERSHIP, PARAMS, ad=ADS[n], sign=ident.sign)
             self.nodes[ident.member_id] = node
             self.apply(ident.member_id, node.start(self.now))
 
@@ -206,7 +206,14 @@ class ColonySchedules(RuleBasedStateMachine):
         self.timers = [t for t in self.timers if t[1] != mid]
         self.runs = [r for r in self.runs if r[0] != mid]
         self.pending_announcements = [a for a in self.pending_announcements if a[0] != mid]
-        node = ColonyNode(mid, MEMBERSHIP, PARAMS, ad=ADS[victim], durable=self.durable[mid])
+        node = ColonyNode(
+            mid,
+            MEMBERSHIP,
+            PARAMS,
+            ad=ADS[victim],
+            durable=self.durable[mid],
+            sign=IDS[victim].sign,
+        )
         self.nodes[mid] = node
         self.apply(mid, node.start(self.now))
 

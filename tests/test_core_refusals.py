@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from core_effects import placed
+
 from colonyp2p.core import effects as fx
 from colonyp2p.core.messages import (
     AdAnnounce,
@@ -37,7 +39,7 @@ PARAMS = Params(keepers=3)
 
 
 def _node() -> ColonyNode:
-    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    node = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
     node.start(0.0)
     return node
 
@@ -60,7 +62,7 @@ def test_non_member_messages_and_announcements_change_nothing() -> None:
     before = _state(node)
     spec = _spec(STRANGER)
     for msg in (
-        StoreSpec(spec, (OWNER.member_id,), 1),
+        placed(StoreSpec(spec, (OWNER.member_id,), 1), OWNER, ADMIN, EXEC, OTHER, STRANGER),
         Prepare(spec.pid, 1, "claim"),
         Query(spec.pid),
     ):
@@ -80,7 +82,11 @@ def test_a_revoked_member_is_refused_from_the_next_version_on() -> None:
     spec = _spec()
     assert not [
         e
-        for e in node.on_message(EXEC.member_id, StoreSpec(spec, (OWNER.member_id,), 1), 2.0)
+        for e in node.on_message(
+            EXEC.member_id,
+            placed(StoreSpec(spec, (OWNER.member_id,), 1), OWNER, ADMIN, EXEC, OTHER, STRANGER),
+            2.0,
+        )
         if isinstance(e, fx.Reject)
     ]
     revoked = GENESIS.updated(OWNER, 3.0, remove=[EXEC.member_id])
@@ -138,7 +144,11 @@ def test_a_spec_stored_in_another_member_s_name_is_refused() -> None:
     before = _state(node)
     forged = _spec(EXEC)
     _only_rejects(
-        node.on_message(ADMIN.member_id, StoreSpec(forged, (OWNER.member_id,), 1), 2.0),
+        node.on_message(
+            ADMIN.member_id,
+            placed(StoreSpec(forged, (OWNER.member_id,), 1), OWNER, ADMIN, EXEC, OTHER, STRANGER),
+            2.0,
+        ),
         "not_submitter",
     )
     assert _state(node) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from core_effects import observed as _observed
+from core_effects import placed
 from core_effects import submitted as _submitted
 
 from colonyp2p.core import effects as fx
@@ -49,7 +50,7 @@ def _spec(n: int, submitter: Identity = SUBMITTER) -> SignedSpec:
 
 
 def _node(me: Identity) -> ColonyNode:
-    node = ColonyNode(me.member_id, GENESIS, PARAMS)
+    node = ColonyNode(me.member_id, GENESIS, PARAMS, sign=me.sign)
     node.start(0.0)
     return node
 
@@ -127,7 +128,11 @@ def test_a_submission_is_on_disk_before_it_leaves_and_offered_again_after_a_rest
     assert not [e for e in client.submit(spec, 1.5) if isinstance(e, fx.Send | fx.Persist)]
     # a crash before any keeper answered: the restarted node offers it to every keeper
     again = ColonyNode(
-        SUBMITTER.member_id, GENESIS, PARAMS, durable={SUBMISSIONS: {spec.pid: store}}
+        SUBMITTER.member_id,
+        GENESIS,
+        PARAMS,
+        durable={SUBMISSIONS: {spec.pid: store}},
+        sign=SUBMITTER.sign,
     )
     effects = again.start(5.0)
     resent = [e.to for e in effects if isinstance(e, fx.Send) and e.msg == store]
@@ -159,21 +164,32 @@ def test_a_store_is_refused_by_name_and_a_quota_refusal_goes_to_its_submitter() 
     keeper = _node(OWNER)
     keepers = keeper.keepers_for(spec.pid)
     others = tuple(k for k in keepers if k != OWNER.member_id)
-    effects = keeper.on_message(SUBMITTER.member_id, StoreSpec(spec, others, 1), 1.0)
+    effects = keeper.on_message(
+        SUBMITTER.member_id, placed(StoreSpec(spec, others, 1), OWNER, EXEC, EXEC2, SUBMITTER), 1.0
+    )
     assert _refused(effects) == ["not_keeper"]
     effects = keeper.on_message(
-        SUBMITTER.member_id, StoreSpec(spec, (*keepers, SUBMITTER.member_id), 1), 1.0
+        SUBMITTER.member_id,
+        placed(StoreSpec(spec, (*keepers, SUBMITTER.member_id), 1), OWNER, EXEC, EXEC2, SUBMITTER),
+        1.0,
     )
     assert _refused(effects) == ["bad_keepers"]
     # one waiting record per submitter: the first is stored, the second refused to it
     one = ColonyNode(
-        OWNER.member_id, GENESIS, dataclasses.replace(PARAMS, max_waiting_per_submitter=1)
+        OWNER.member_id,
+        GENESIS,
+        dataclasses.replace(PARAMS, max_waiting_per_submitter=1),
+        sign=OWNER.sign,
     )
     one.start(0.0)
     sends = [
         (e.to, e.msg)
         for n in (8, 9)
-        for e in one.on_message(SUBMITTER.member_id, StoreSpec(_spec(n), keepers, 1), 1.0)
+        for e in one.on_message(
+            SUBMITTER.member_id,
+            placed(StoreSpec(_spec(n), keepers, 1), OWNER, EXEC, EXEC2, SUBMITTER),
+            1.0,
+        )
         if isinstance(e, fx.Send)
     ]
     assert sends == [
@@ -186,7 +202,9 @@ def test_a_stored_record_is_reported_with_its_pid() -> None:
     keeper = _node(OWNER)
     spec = _spec(11)
     effects = keeper.on_message(
-        SUBMITTER.member_id, StoreSpec(spec, keeper.keepers_for(spec.pid), 1), 1.0
+        SUBMITTER.member_id,
+        placed(StoreSpec(spec, keeper.keepers_for(spec.pid), 1), OWNER, EXEC, EXEC2, SUBMITTER),
+        1.0,
     )
     assert _observed(effects, "stored") == [fx.Observe("stored", spec.pid)]
 
@@ -195,12 +213,16 @@ def test_the_store_rate_refills_at_its_rate() -> None:
     params = dataclasses.replace(
         PARAMS, max_waiting_per_submitter=100, store_rate=2.0, store_burst=2.0
     )
-    keeper = ColonyNode(OWNER.member_id, GENESIS, params)
+    keeper = ColonyNode(OWNER.member_id, GENESIS, params, sign=OWNER.sign)
     keeper.start(0.0)
     keepers = keeper.keepers_for(_spec(10).pid)
 
     def stored(n: int, now: float) -> bool:
-        effects = keeper.on_message(SUBMITTER.member_id, StoreSpec(_spec(n), keepers, 1), now)
+        effects = keeper.on_message(
+            SUBMITTER.member_id,
+            placed(StoreSpec(_spec(n), keepers, 1), OWNER, EXEC, EXEC2, SUBMITTER),
+            now,
+        )
         return any(isinstance(e, fx.Send) and isinstance(e.msg, StoreAck) for e in effects)
 
     assert [stored(n, 1.0) for n in range(10, 13)] == [True, True, False]
@@ -210,7 +232,7 @@ def test_the_store_rate_refills_at_its_rate() -> None:
 
 def _kept_by_owner(n: int) -> SignedSpec:
     """A spec whose keepers include the owner."""
-    ring = ColonyNode(OWNER.member_id, GENESIS, PARAMS)
+    ring = ColonyNode(OWNER.member_id, GENESIS, PARAMS, sign=OWNER.sign)
     for i in range(100):
         spec = _spec(n * 100 + i)
         if OWNER.member_id in ring.keepers_for(spec.pid):
@@ -223,7 +245,9 @@ def test_a_user_cannot_install_a_record_the_keeper_does_not_hold() -> None:
     spec = _kept_by_owner(1)
     holder = _node(EXEC)
     keepers = holder.keepers_for(spec.pid)
-    holder.on_message(SUBMITTER.member_id, StoreSpec(spec, keepers, 1), 1.0)
+    holder.on_message(
+        SUBMITTER.member_id, placed(StoreSpec(spec, keepers, 1), OWNER, EXEC, EXEC2, SUBMITTER), 1.0
+    )
     rec = holder.record(spec.pid)
     assert rec is not None
     transfer = rec.transfer(rec.keepers, rec.config_version, rec.promised)
@@ -244,7 +268,11 @@ def test_a_user_cannot_install_a_record_the_keeper_does_not_hold() -> None:
 def test_an_install_naming_a_user_as_keeper_is_refused_as_such() -> None:
     spec = _kept_by_owner(2)
     holder = _node(EXEC)
-    holder.on_message(SUBMITTER.member_id, StoreSpec(spec, holder.keepers_for(spec.pid), 1), 1.0)
+    holder.on_message(
+        SUBMITTER.member_id,
+        placed(StoreSpec(spec, holder.keepers_for(spec.pid), 1), OWNER, EXEC, EXEC2, SUBMITTER),
+        1.0,
+    )
     rec = holder.record(spec.pid)
     assert rec is not None
     transfer = rec.transfer(rec.keepers, rec.config_version, rec.promised)
@@ -272,7 +300,7 @@ WIDE = MembershipSet.genesis(
 def _wide_keeper() -> tuple[ColonyNode, str, str, str]:
     """The owner keeping a record, another of its keepers, and an executor that keeps
     none of it (which may claim it)."""
-    ring = ColonyNode(OWNER.member_id, WIDE, PARAMS)
+    ring = ColonyNode(OWNER.member_id, WIDE, PARAMS, sign=OWNER.sign)
     for i in range(100):
         spec = SignedSpec.create(
             FunctionSpec("work"), SUBMITTER, WIDE.colony_id, 1.0, bytes([200, i])
@@ -282,9 +310,11 @@ def _wide_keeper() -> tuple[ColonyNode, str, str, str]:
             break
     else:
         raise AssertionError("no nonce puts the spec at the owner")
-    node = ColonyNode(OWNER.member_id, WIDE, PARAMS)
+    node = ColonyNode(OWNER.member_id, WIDE, PARAMS, sign=OWNER.sign)
     node.start(0.0)
-    node.on_message(SUBMITTER.member_id, StoreSpec(spec, keepers, 1), 1.0)
+    node.on_message(
+        SUBMITTER.member_id, placed(StoreSpec(spec, keepers, 1), OWNER, EXEC, EXEC2, SUBMITTER), 1.0
+    )
     fellow = next(k for k in keepers if k != OWNER.member_id)
     claimant = next(x.member_id for x in (X1, X2, X3, X4) if x.member_id not in keepers)
     return node, spec.pid, fellow, claimant

@@ -271,7 +271,7 @@ def test_a_restarted_node_gets_back_what_its_core_persisted(tmp_path: Path) -> N
         OWNER, "lab", 0.0, members=[Member(m, "executor") for m in MEMBER_IDS[1:3]]
     )
     params = Params(keepers=3)
-    node = ColonyNode(OWNER.member_id, membership, params)
+    node = ColonyNode(OWNER.member_id, membership, params, sign=OWNER.sign)
     effects: list[Effect] = [*node.start(0.0), *node.submit(make_spec(7), 1.0)]
     assert any(isinstance(e, Persist) for e in effects)
     with Store(tmp_path / "node" / "state.db") as store:
@@ -281,7 +281,7 @@ def test_a_restarted_node_gets_back_what_its_core_persisted(tmp_path: Path) -> N
     pid = make_spec(7).pid
     assert durable[SUBMISSIONS][pid] == node.client.pending[pid]
     assert durable[RECORDS][pid] == node.record(pid)
-    again = ColonyNode(OWNER.member_id, membership, params, durable=durable)
+    again = ColonyNode(OWNER.member_id, membership, params, durable=durable, sign=OWNER.sign)
     assert again.client.pending == node.client.pending
     assert again.record(pid) == node.record(pid)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from core_effects import observed as _observed
+from core_effects import placed
 from core_effects import rejects as _rejects
 from core_effects import submitted as _submitted
 
@@ -43,13 +44,17 @@ def _spec(n: int, submitter: Identity = SUBMITTER) -> SignedSpec:
 
 
 def _keeper(params: Params = PARAMS) -> ColonyNode:
-    node = ColonyNode(OWNER.member_id, GENESIS, params)
+    node = ColonyNode(OWNER.member_id, GENESIS, params, sign=OWNER.sign)
     node.start(0.0)
     return node
 
 
 def _store(node: ColonyNode, spec: SignedSpec, now: float) -> list[fx.Effect]:
-    return node.on_message(spec.submitter, StoreSpec(spec, KEEPERS, 1), now)
+    return node.on_message(
+        spec.submitter,
+        placed(StoreSpec(spec, KEEPERS, 1), OWNER, EXEC, EXEC2, SUBMITTER, OTHER),
+        now,
+    )
 
 
 def _acks(effects: list[fx.Effect]) -> list[StoreAck]:
@@ -90,7 +95,7 @@ def test_a_keeper_restarted_counts_what_it_holds() -> None:
     for n in range(3):
         _store(node, _spec(n), 1.0)
     durable = {RECORDS: dict(node.keeper.records)}
-    again = ColonyNode(OWNER.member_id, GENESIS, PARAMS, durable=durable)
+    again = ColonyNode(OWNER.member_id, GENESIS, PARAMS, durable=durable, sign=OWNER.sign)
     again.start(5.0)
     assert again.keeper.waiting_of(SUBMITTER.member_id) == 3
     assert _rejects(_store(again, _spec(3), 5.0)) == ["store_quota"]
@@ -106,7 +111,7 @@ def test_a_flood_of_new_records_is_held_to_the_store_rate() -> None:
 
 
 def _client() -> ColonyNode:
-    node = ColonyNode(SUBMITTER.member_id, GENESIS, PARAMS)
+    node = ColonyNode(SUBMITTER.member_id, GENESIS, PARAMS, sign=SUBMITTER.sign)
     node.start(0.0)
     return node
 

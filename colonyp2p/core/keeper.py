@@ -11,10 +11,12 @@ import dataclasses
 import heapq
 from typing import TYPE_CHECKING
 
+from colonyp2p.core import provenance
 from colonyp2p.core.matching import matches
 from colonyp2p.core.messages import (
     Accept,
     Accepted,
+    Certificate,
     Decide,
     Install,
     InstallAck,
@@ -199,6 +201,17 @@ class KeeperRole:
         if not node.plausible_keepers(msg.keepers):
             node.reject("bad_keepers", f"{sender} named users as keepers of {pid[:12]}")
             return
+        placed = msg.placement
+        if (
+            placed is None
+            or (placed.keepers, placed.config_version, placed.parents)
+            != (msg.keepers, msg.config_version, msg.parents)
+            or not provenance.placement_ok(msg.spec, placed)
+        ):
+            # the root of the record's provenance: without it no member the record is
+            # handed to later could tell it from a forgery
+            node.reject("bad_placement", f"{sender} stored {pid[:12]} without its placement")
+            return
         rec = self.records.get(pid)
         if rec is None:
             over = self._store_quota(sender, now)
@@ -215,6 +228,7 @@ class KeeperRole:
                 config_version=msg.config_version,
                 parents=msg.parents,
                 stored_at=now,
+                placement=placed,
             )
             self._save(rec, now)
             node.observe("stored", pid)
@@ -281,7 +295,13 @@ class KeeperRole:
                 node.send(
                     sender,
                     Refuse(
-                        msg.pid, msg.epoch, "decided", rec.promised, rec.decided, rec.decided_epoch
+                        msg.pid,
+                        msg.epoch,
+                        "decided",
+                        rec.promised,
+                        rec.decided,
+                        rec.decided_epoch,
+                        certificate=rec.certificate,
                     ),
                 )
             return
@@ -424,7 +444,8 @@ class KeeperRole:
             node.send(sender, Accepted(msg.pid, msg.epoch, False, code))
             return
         if rec.accepted_epoch == msg.epoch and rec.accepted == msg.value:
-            node.send(sender, Accepted(msg.pid, msg.epoch, True, "", rec.config_version))
+            vote = self._vote(rec, msg.epoch, msg.value)
+            node.send(sender, Accepted(msg.pid, msg.epoch, True, "", rec.config_version, vote))
             return
         rec = dataclasses.replace(rec, accepted_epoch=msg.epoch, accepted=msg.value)
         self._save(rec, now)
@@ -439,7 +460,29 @@ class KeeperRole:
                 "version": rec.config_version,
             },
         )
-        node.send(sender, Accepted(msg.pid, msg.epoch, True, "", rec.config_version))
+        vote = self._vote(rec, msg.epoch, msg.value)
+        node.send(sender, Accepted(msg.pid, msg.epoch, True, "", rec.config_version, vote))
+
+    def _vote(self, rec: KeeperRecord, epoch: int, value: Outcome) -> bytes:
+        """This keeper's signature on ``value`` accepted at ``epoch`` in ``rec``'s
+        configuration: a majority of these certify the choice (core/provenance.py)."""
+        sign = self.node.sign
+        if sign is None:
+            return b""
+        colony = rec.spec.colony_id
+        return provenance.sign_vote(
+            sign, colony, rec.pid, rec.keepers, rec.config_version, epoch, value
+        )
+
+    def certified(self, rec: KeeperRecord, value: Outcome, cert: Certificate | None) -> bool:
+        """Whether ``cert`` proves that ``rec``'s configuration chose ``value``."""
+        return (
+            cert is not None
+            and cert.value == value
+            and cert.keepers == rec.keepers
+            and cert.config_version == rec.config_version
+            and provenance.certificate_ok(rec.spec.colony_id, rec.pid, cert)
+        )
 
     def on_decide(self, sender: str, msg: Decide, now: float) -> None:
         rec = self.records.get(msg.pid)
@@ -450,6 +493,7 @@ class KeeperRole:
         trusted = (
             sender == self.node.member_id
             or sender in rec.keepers
+            or self.certified(rec, msg.value, msg.certificate)
             or (
                 rec.holder == sender
                 and rec.promised == msg.epoch
@@ -461,11 +505,29 @@ class KeeperRole:
             # We cannot check the claim ourselves: ask the other keepers, who can.
             self._ask_peers(rec)
             return
-        self.decide(rec, msg.epoch, msg.value, now)
+        self.decide(rec, msg.epoch, msg.value, now, msg.certificate)
 
-    def decide(self, rec: KeeperRecord, epoch: int, value: Outcome, now: float) -> None:
+    def decide(
+        self,
+        rec: KeeperRecord,
+        epoch: int,
+        value: Outcome,
+        now: float,
+        certificate: Certificate | None = None,
+    ) -> None:
+        """Record the decision. Its certificate is kept where it proves the decision in
+        this record's configuration: it goes with the record wherever the record is
+        handed (and a decision without one gets it from a fellow's Status later)."""
+        if not self.certified(rec, value, certificate):
+            certificate = None
         rec = dataclasses.replace(
-            rec, decided=value, decided_epoch=epoch, released=True, lease_until=0.0, ended_at=now
+            rec,
+            decided=value,
+            decided_epoch=epoch,
+            released=True,
+            lease_until=0.0,
+            ended_at=now,
+            certificate=certificate,
         )
         self._save(rec, now)
         held = self._held.get(rec.holder)
@@ -509,9 +571,9 @@ class KeeperRole:
             watchers = self._watchers.setdefault(msg.pid, [])
             if sender not in watchers:
                 watchers.append(sender)
-        self.node.send(sender, self.status(rec, now))
+        self.node.send(sender, self.status(rec, now, msg.proof))
 
-    def status(self, rec: KeeperRecord, now: float) -> Status:
+    def status(self, rec: KeeperRecord, now: float, proof: bool = False) -> Status:
         decided = rec.decided
         return Status(
             pid=rec.pid,
@@ -524,6 +586,10 @@ class KeeperRole:
             config=config_tag(rec.keepers),
             keepers=rec.keepers,
             config_version=rec.config_version,
+            moves=rec.moves,
+            certificate=rec.certificate,
+            placement=rec.placement if proof else None,
+            spec=rec.spec if proof else None,
         )
 
     def on_status(self, sender: str, msg: Status, now: float) -> None:
@@ -560,7 +626,16 @@ class KeeperRole:
             and sender in rec.keepers
             and not self.not_our_move(rec, msg.decided, msg.config)
         ):
-            self.decide(rec, msg.decided_epoch, msg.decided, now)
+            self.decide(rec, msg.decided_epoch, msg.decided, now, msg.certificate)
+        elif (
+            rec is not None
+            and rec.decided == msg.decided
+            and rec.certificate is None
+            and self.certified(rec, msg.decided, msg.certificate)
+        ):
+            # decided here without a proof (a Decide from the holder whose votes did not
+            # all come): a fellow's certificate completes the record, so it can be handed on
+            self._save(dataclasses.replace(rec, certificate=msg.certificate), now)
         if msg.decided.kind != "moved":
             self.learn_parent(msg.pid, msg.decided, now, share=True, source=sender)
         elif msg.moved_to and msg.pid in self._waiting_on_parent:
@@ -693,11 +768,12 @@ class KeeperRole:
         its keepers said): anyone else is refused, and this node asks its fellows where
         the record went, so a genuine hand-off it missed is taken at the next resend.
 
-        Not checked: that the sender of a record this node does not hold really is a
-        keeper of the set the record moves from. Placements pass over members the
-        submitter could not count on, so a record's keepers can be far from the process
-        on the ring (the simulator's partitions put them 20 and more places away), and
-        nothing signed names them."""
+        A record this node does not hold comes with its provenance (core/provenance.py):
+        the submitter's placement and the certified moves lead to the keepers named, or
+        to the configuration whose certificate proves the outcome handed over. The
+        sender's word is not enough: placements pass over members the submitter could
+        not count on, so a record's keepers can be far from the process on the ring, and
+        any member that may keep records could claim to have kept this one."""
         node = self.node
         pid = t.spec.pid
         if not node.may_keep(sender):
@@ -706,6 +782,10 @@ class KeeperRole:
             return "bad_keepers", f"{sender} installed {pid[:12]} at users"
         if t.spec.colony_id != node.membership.colony_id or not node.spec_valid(t.spec):
             return "bad_spec", f"{sender} installed {pid[:12]} with a spec not its submitter's"
+        if rec is None:
+            code, detail = self._proof_refusal(t)
+            if code:
+                return code, f"{sender} installed {pid[:12]}: {detail}"
         decided = None if rec is None else rec.decided
         if (
             decided is not None
@@ -722,6 +802,23 @@ class KeeperRole:
         ):
             self._ask_where(rec)
             return "install_sender", f"{sender} replaced {pid[:12]}, kept by others"
+        return "", ""
+
+    @staticmethod
+    def _proof_refusal(t: Transfer) -> tuple[str, str]:
+        """Why ``t``'s provenance does not hold (code and detail, or empty)."""
+        config = provenance.record_config(t.spec, t.placement, t.moves)
+        if config is None or t.placement is None:
+            return "install_proof", "no placement signed by its submitter, or a move uncertified"
+        if t.placement.parents != t.parents:
+            return "install_proof", "parents other than its submitter placed"
+        if t.decided is None:
+            if config != (t.keepers, t.config_version):
+                return "install_proof", "keepers other than its moves lead to"
+        elif not provenance.decision_ok(
+            t.spec.colony_id, t.spec.pid, config, t.certificate, t.decided
+        ):
+            return "install_proof", f"a {t.decided.kind} outcome without its certificate"
         return "", ""
 
     def _keepers_known(self, rec: KeeperRecord) -> set[str]:
@@ -762,6 +859,10 @@ class KeeperRole:
         superseded = rec is not None and rec.config_version < t.config_version
         if rec is None or (superseded and (rec.decided is None or rec.decided.kind == "moved")):
             self._superseded.discard(pid)
+            if rec is None and t.decided is None and t.parent_outcomes:
+                # the parents' outcomes are the sender's word (nothing certifies them
+                # here): this node asks the parents' keepers, as its placement names them
+                t = dataclasses.replace(t, parent_outcomes=())
             rec = KeeperRecord.from_transfer(t, now)
             self._save(rec, now)
             self.node.observe("installed", pid, {"keepers": t.keepers})

@@ -41,6 +41,39 @@ class ParentRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Vote:
+    """One keeper's signature on the value it accepted (see core/provenance.py)."""
+
+    keeper: str
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """Proof that ``value`` was chosen for a process in one configuration: the votes of a
+    majority of ``keepers`` (the record's keeper set at membership ``config_version``),
+    each given as that keeper accepted ``value`` at ``epoch`` (Paxos: a value accepted by
+    a majority at one epoch is chosen). Anyone checks it without asking the keepers."""
+
+    keepers: tuple[str, ...]
+    config_version: int
+    epoch: int
+    value: Outcome
+    votes: tuple[Vote, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the submitter stored its process (keepers, membership version, the keepers
+    of its parents), signed by the submitter: the root of the record's provenance."""
+
+    keepers: tuple[str, ...]
+    config_version: int
+    parents: tuple[ParentRef, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """What a keeper hands to a process's new keepers (no leases: only idle or decided
     records move)."""
@@ -55,6 +88,11 @@ class Transfer:
     decided_epoch: int
     parent_outcomes: tuple[tuple[str, Outcome], ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
+    # the record's provenance (core/provenance.py): its submitter's placement, the
+    # certified moves from there, and the certified decision if there is one
+    placement: Placement | None = None
+    moves: tuple[Certificate, ...] = ()
+    certificate: Certificate | None = None
 
 
 # --- direct messages -------------------------------------------------------------
@@ -66,6 +104,7 @@ class StoreSpec:
     keepers: tuple[str, ...]
     config_version: int
     parents: tuple[ParentRef, ...] = ()
+    placement: Placement | None = None  # the three fields above, signed by the submitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +150,7 @@ class Refuse:
     decided: Outcome | None = None
     decided_epoch: int = 0
     moved_to: tuple[str, ...] = ()
+    certificate: Certificate | None = None  # of ``decided``
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +183,7 @@ class Accepted:
     ok: bool
     reason: str = ""
     config_version: int = 0  # of the keeper's record, as in Promise
+    vote: bytes = b""  # the keeper's signature on what it accepted (core/provenance.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +192,7 @@ class Decide:
     epoch: int
     value: Outcome
     config: str = ""
+    certificate: Certificate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +207,7 @@ class Query:
 
     pid: str
     watch: bool = False
+    proof: bool = False  # the answer brings the spec and its placement too
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +226,13 @@ class Status:
     # the membership version of the record's configuration: a record that moved away and
     # back to the same keepers has the same config tag (as in Promise)
     config_version: int = 0
+    # the record's provenance (core/provenance.py): its moves from the submitter's
+    # placement and the certificate of ``decided``; the placement and the spec only
+    # where the Query asked for them (``proof``)
+    moves: tuple[Certificate, ...] = ()
+    certificate: Certificate | None = None
+    placement: Placement | None = None
+    spec: SignedSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from colonyp2p.core.messages import (
     Announcement,
     CatchUp,
     CaughtUp,
+    Certificate,
     Decide,
     Install,
     InstallAck,
@@ -50,6 +51,14 @@ from colonyp2p.core.messages import (
 )
 from colonyp2p.core.params import Params
 from colonyp2p.core.proposer import Proposer
+from colonyp2p.core.provenance import (
+    Config,
+    Signer,
+    decision_ok,
+    follow,
+    place,
+    placement_ok,
+)
 from colonyp2p.core.ranking import KeeperRing
 from colonyp2p.core.records import KeeperRecord
 from colonyp2p.errors import ColonyError
@@ -102,9 +111,15 @@ class ColonyNode:
         params: Params | None = None,
         ad: ExecutorAd | None = None,
         durable: Durable | None = None,
+        sign: Signer | None = None,
     ) -> None:
         durable = durable or {}
         self.member_id = member_id
+        # the member's key (pure computation, no I/O): it signs its placements and its
+        # votes, which make the certificates of core/provenance.py. Without one (unit
+        # tests of other rules) the node signs nothing, and what it keeps cannot be
+        # handed to a member that never held it.
+        self.sign = sign
         self.params = params or Params()
         saved = durable.get(MEMBERSHIP, {}).get("current")
         if isinstance(saved, MembershipSet) and saved.version > membership.version:
@@ -128,7 +143,9 @@ class ColonyNode:
         # this node's own submissions (volatile, most recent kept): a Decide from a sender
         # we cannot judge is checked with the keepers only for these, so a forged Decide
         # about anything else costs nothing (it cannot make us query k keepers)
-        self._mine: OrderedDict[str, None] = OrderedDict()
+        # with the configuration each was placed in: the root from which a certificate
+        # of its outcome is checked (core/provenance.py)
+        self._mine: OrderedDict[str, Config] = OrderedDict()
         self._valid_specs: OrderedDict[str, None] = OrderedDict()
         self.keeper = KeeperRole(self, dict(durable.get(RECORDS, {})))
         self.proposer = Proposer(self)
@@ -260,6 +277,43 @@ class ColonyNode:
             pid,
             {"kind": value.kind, "executor": value.executor, "epoch": epoch, "outcome": value},
         )
+
+    def proven(
+        self,
+        pid: str,
+        value: Outcome,
+        moves: tuple[Certificate, ...],
+        certificate: Certificate | None,
+        status: Status | None = None,
+    ) -> bool:
+        """Whether ``certificate`` proves ``value`` the outcome of ``pid``, following
+        ``moves`` from the placement: this node's own (its submission), or the one a
+        ``status`` brought with the spec (asked with ``Query(proof=True)``)."""
+        if certificate is None:
+            return False
+        root = self._mine.get(pid)
+        if status is not None and status.spec is not None and status.placement is not None:
+            spec, placed = status.spec, status.placement
+            if spec.pid == pid and self.spec_valid(spec) and placement_ok(spec, placed):
+                root = (placed.keepers, placed.config_version)
+        if root is None:
+            return False
+        colony = self.membership.colony_id
+        config = follow(colony, pid, root[0], root[1], moves)
+        return config is not None and decision_ok(colony, pid, config, certificate, value)
+
+    def believes(self, sender: str, msg: Status) -> bool:
+        """Whether the outcome ``msg`` reports (it has one) may be shown as the process's:
+        for its own submission, from its keepers as the node placed them (and as they
+        said the record moved); about anything else, only with its certificate, proven
+        from the placement the Status brought (``Query(proof=True)``). A member that
+        keeps no record of it could otherwise name itself keeper and report anything."""
+        decided = msg.decided
+        if decided is None or decided.kind == "moved":
+            return False
+        if msg.pid in self._mine and sender in self.keepers_of(msg.pid):
+            return True
+        return self.proven(msg.pid, decided, msg.moves, msg.certificate, msg)
 
     def _check_with_keepers(self, pid: str) -> None:
         """A decision from a sender we cannot judge (the holder's Decide to the submitter):
@@ -523,13 +577,15 @@ class ColonyNode:
         parents = tuple(ParentRef(p, self.keepers_of(p)) for p in spec.parents)
         # A spec this node stored before stays where it is; a new one avoids members
         # that cannot answer.
-        self._mine[pid] = None
-        if len(self._mine) > PLACEMENTS_KEPT:
-            self._mine.popitem(last=False)
         known = pid in self.placements or pid in self.keeper.records
         keepers = self.keepers_of(pid) if known else self.placement(pid)
         self.learn_placement(pid, keepers)
-        self.client.submit(StoreSpec(spec, keepers, self.ring.version, parents), now)
+        version = self.ring.version
+        self._mine[pid] = (keepers, version)
+        if len(self._mine) > PLACEMENTS_KEPT:
+            self._mine.popitem(last=False)
+        placement = place(self.sign, spec, keepers, version, parents) if self.sign else None
+        self.client.submit(StoreSpec(spec, keepers, version, parents, placement), now)
 
     def cancel(self, spec: SignedSpec, reason: str, now: float) -> list[Effect]:
         """End a process, waiting or running, as failed with ``reason`` (a ``cancel``
@@ -598,7 +654,7 @@ class ColonyNode:
             rec = self.keeper.records.get(msg.pid)
             if rec is not None and rec.decided is not None:
                 self.report_result(msg.pid, rec.decided_epoch, rec.decided)
-            elif entitled:
+            elif self.believes(sender, msg):
                 self.report_result(msg.pid, msg.decided_epoch, msg.decided)
 
     def _on_offer(self, sender: str, msg: Offer, now: float) -> None:
@@ -616,10 +672,19 @@ class ColonyNode:
     def _on_decide(self, sender: str, msg: Decide, now: float) -> None:
         if msg.pid in self.keeper.records:
             self.keeper.on_decide(sender, msg, now)
-        self.learned_decision(msg.pid, msg.epoch, msg.value, sender, now, msg.config)
+        self.learned_decision(
+            msg.pid, msg.epoch, msg.value, sender, now, msg.config, msg.certificate
+        )
 
     def learned_decision(
-        self, pid: str, epoch: int, value: Outcome, source: str, now: float, config: str = ""
+        self,
+        pid: str,
+        epoch: int,
+        value: Outcome,
+        source: str,
+        now: float,
+        config: str = "",
+        certificate: Certificate | None = None,
     ) -> None:
         """A decided outcome, learned from ``source``. A real outcome is the process's, in
         whichever keeper set it was chosen; a move applies only to the set it moved from.
@@ -634,7 +699,7 @@ class ColonyNode:
             and (source == self.member_id or source in rec.keepers)
             and not self.keeper.not_our_move(rec, value, config)
         ):
-            self.keeper.decide(rec, epoch, value, now)
+            self.keeper.decide(rec, epoch, value, now, certificate)
         if entitled:
             self.executor.forget(pid)
         if value.kind == "moved":
@@ -643,7 +708,11 @@ class ColonyNode:
         rec = self.keeper.records.get(pid)
         if rec is not None and rec.decided is not None:
             self.report_result(pid, rec.decided_epoch, rec.decided)
-        elif entitled:
+        elif source == self.member_id or self.proven(pid, value, (), certificate):
+            # its own ballot, or a certificate from the keepers it placed the spec at: the
+            # holder's Decide to the submitter needs no round trip to the keepers
+            self.report_result(pid, epoch, value)
+        elif entitled and pid in self._mine:
             self.report_result(pid, epoch, value)
         elif rec is None:
             self._check_with_keepers(pid)

@@ -7,11 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from colonyp2p.core import provenance
 from colonyp2p.core.effects import CancelExecution, StartExecution
 from colonyp2p.core.keeper import KeeperRole, value_id
 from colonyp2p.core.messages import (
     Accept,
     Accepted,
+    Certificate,
     Decide,
     Outcome,
     Prepare,
@@ -22,6 +24,7 @@ from colonyp2p.core.messages import (
     Release,
     Renew,
     RenewAck,
+    Vote,
 )
 from colonyp2p.core.ranking import config_tag, majority
 from colonyp2p.model.signed import SignedSpec
@@ -47,6 +50,8 @@ class Ballot:
     promises: dict[str, Promise] = field(default_factory=dict)
     refusals: dict[str, Refuse] = field(default_factory=dict)
     accepts: set[str] = field(default_factory=set)
+    # keeper -> its vote (signature) on ``value``, checked as it came: the certificate
+    votes: dict[str, bytes] = field(default_factory=dict)
     nacks: set[str] = field(default_factory=set)
     value: Outcome | None = None
     sent_at: float = 0.0
@@ -54,6 +59,11 @@ class Ballot:
     renew_oks: set[str] = field(default_factory=set)
     renew_nacks: set[str] = field(default_factory=set)
     move_to: tuple[str, ...] = ()
+    # the membership version ``move_to`` was computed in: the moved outcome names it, so
+    # a revocation adopted while the ballot ran makes the new record move on again
+    # (stamped with the later version, it named a revoked keeper as current; the
+    # simulator found a record stuck so)
+    move_version: int = 0
     reason: str = ""
     # The membership version of the keepers' records whose promises count (the newest
     # seen). A record that moved away and back to the same keeper set has the same
@@ -93,6 +103,7 @@ class Proposer:
         move_to: tuple[str, ...] = (),
         reason: str = "",
         version: int | None = None,
+        move_version: int | None = None,
     ) -> bool:
         """``version``: a keeper's ballot on its own record of that membership version
         (see Ballot.expect)."""
@@ -100,6 +111,7 @@ class Proposer:
         if pid in self.ballots:
             return False
         b = Ballot(spec, pid, epoch, purpose, keepers, move_to=move_to, reason=reason)
+        b.move_version = self.node.ring.version if move_version is None else move_version
         b.expect = version
         self.ballots[pid] = b
         self._send_prepare(b, self.node.now)
@@ -182,7 +194,7 @@ class Proposer:
                 executor=node.member_id,
                 run_epoch=b.epoch,
                 moved_to=b.move_to,
-                moved_version=node.ring.version,
+                moved_version=b.move_version,
             )
             self._propose(b, moved, now)
         else:  # recover, and nothing was accepted after all
@@ -200,7 +212,9 @@ class Proposer:
         b.refusals[sender] = msg
         node = self.node
         if msg.reason == "decided" and msg.decided is not None:
-            node.learned_decision(msg.pid, msg.decided_epoch, msg.decided, sender, now)
+            node.learned_decision(
+                msg.pid, msg.decided_epoch, msg.decided, sender, now, certificate=msg.certificate
+            )
             self._finish(b, release=True)
             return
         if msg.reason == "unknown" and b.purpose != "claim":
@@ -254,6 +268,7 @@ class Proposer:
                         retry_epoch,
                         b.purpose,
                         move_to=b.move_to,
+                        move_version=b.move_version,
                         reason=b.reason,
                         version=b.expect,
                     )
@@ -328,6 +343,8 @@ class Proposer:
             if msg.config_version != b.version:
                 return  # another configuration's record (see Ballot.version)
             b.accepts.add(sender)
+            if msg.vote:
+                b.votes[sender] = msg.vote
             if len(b.accepts) >= b.needed:
                 self._decided(b, now)
         else:
@@ -336,10 +353,27 @@ class Proposer:
                 self.node.observe("fenced", b.pid, {"epoch": b.epoch, "reason": msg.reason})
                 self._finish(b, release=False)
 
+    def _certificate(self, b: Ballot) -> Certificate | None:
+        """The votes of the keepers that accepted, as a certificate, where a majority of
+        them hold (a keeper without a key, or a lying one, gives none that does)."""
+        assert b.value is not None
+        shell = Certificate(b.keepers, b.version, b.epoch, b.value, ())
+        colony = b.spec.colony_id
+        votes = tuple(
+            Vote(k, sig)
+            for k, sig in sorted(b.votes.items())
+            if provenance.vote_ok(colony, b.pid, shell, Vote(k, sig))
+        )
+        if len(votes) < b.needed:
+            return None
+        return Certificate(b.keepers, b.version, b.epoch, b.value, votes)
+
     def _decided(self, b: Ballot, now: float) -> None:
         assert b.value is not None
         node = self.node
-        decide = Decide(b.pid, b.epoch, b.value, decide_config := config_tag(b.keepers))
+        cert = self._certificate(b)
+        decide_config = config_tag(b.keepers)
+        decide = Decide(b.pid, b.epoch, b.value, decide_config, cert)
         for keeper in b.keepers:
             node.send(keeper, decide)
         submitter = b.spec.submitter
@@ -349,7 +383,9 @@ class Proposer:
             "chose", b.pid, {"epoch": b.epoch, "kind": b.value.kind, "value": value_id(b.value)}
         )
         self._finish(b, release=False)
-        node.learned_decision(b.pid, b.epoch, b.value, node.member_id, now, decide_config)
+        node.learned_decision(
+            b.pid, b.epoch, b.value, node.member_id, now, decide_config, certificate=cert
+        )
 
     # --- timeouts and the end of a ballot --------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from colonyp2p.core.messages import Outcome, ParentRef, Transfer
+from colonyp2p.core.messages import Certificate, Outcome, ParentRef, Placement, Transfer
 from colonyp2p.model.signed import SignedSpec
 
 
@@ -37,6 +37,11 @@ class KeeperRecord:
     stored_at: float = 0.0
     started_at: float = 0.0
     ended_at: float = 0.0
+    # provenance (core/provenance.py): the submitter's signed placement, the certified
+    # moves from it to this configuration, and the certificate of ``decided``
+    placement: Placement | None = None
+    moves: tuple[Certificate, ...] = ()
+    certificate: Certificate | None = None
 
     def leased(self, now: float) -> bool:
         return not self.released and self.lease_until > now
@@ -69,6 +74,7 @@ class KeeperRecord:
         return tuple(out)
 
     def transfer(self, keepers: tuple[str, ...], config_version: int, promised: int) -> Transfer:
+        moved = self.decided is not None and self.decided.kind == "moved"
         return Transfer(
             spec=self.spec,
             keepers=keepers,
@@ -80,6 +86,12 @@ class KeeperRecord:
             decided_epoch=self.decided_epoch,
             parent_outcomes=self.parent_outcomes,
             attributes=self.attributes,
+            placement=self.placement,
+            # a record that moved hands on its certified move: the new keepers' proof
+            moves=(*self.moves, self.certificate)
+            if moved and self.certificate is not None
+            else self.moves,
+            certificate=None if moved else self.certificate,
         )
 
     @classmethod
@@ -96,6 +108,9 @@ class KeeperRecord:
             decided_epoch=t.decided_epoch,
             parent_outcomes=t.parent_outcomes,
             attributes=t.attributes,
+            placement=t.placement,
+            moves=t.moves,
+            certificate=t.certificate,
             stored_at=now,
             ended_at=now if t.decided else 0.0,
         )
