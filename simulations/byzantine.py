@@ -63,13 +63,16 @@ class Known:
     submitter: str
 
 
-def forged(outcome: Outcome | None, liars: set[str]) -> bool:
-    """Whether ``outcome`` is one a Byzantine member made up."""
+def forged(outcome: Outcome | None, liars: set[str], marked_only: bool = False) -> bool:
+    """Whether ``outcome`` is one a Byzantine member made up: marked so (``FORGED`` in its
+    output or errors), or, where the liars are users (``marked_only`` false: they run
+    nothing and keep nothing), produced by one or moving a record to one."""
     if outcome is None:
         return False
-    if outcome.executor in liars or liars.intersection(outcome.moved_to):
+    if not marked_only and (outcome.executor in liars or liars.intersection(outcome.moved_to)):
         return True
-    return any(isinstance(o, str) and o.startswith(FORGED) for o in outcome.output)
+    marks = (*outcome.output, *outcome.errors)
+    return any(isinstance(o, str) and o.startswith(FORGED) for o in marks)
 
 
 ATTACKS = (
@@ -110,7 +113,10 @@ class Byzantine:
         sim = self.sim
         rng = sim.rng
         me = sim.mids[idx]
-        kind = rng.choice(ATTACKS)
+        keeper = sim.keeper_liars
+        # A Byzantine keeper claims nothing: holding a lease, any executor can report the
+        # output it likes (docs/PROTOCOL.md, "What these rules do not settle").
+        kind = rng.choice([a for a in ATTACKS if a != "claim"] if keeper else ATTACKS)
         sim.counters[f"byzantine_{kind}"] += 1
         if kind == "membership":
             self._membership(idx, me)
@@ -123,29 +129,45 @@ class Byzantine:
         target = rng.choice(self.known)
         pid = target.spec.pid
         keepers = target.keepers
+        victims: tuple[str, ...] = ()
+        if keeper:
+            if self._keeps(idx, target):
+                sim.counters["byzantine_own_record"] += 1
+                return  # it keeps this one: there it runs the protocol
+            # members that never held the record: they cannot ask a keeper of their own
+            others = [m for m in sim.mids if m not in keepers and m != me]
+            victims = tuple(rng.sample(others, min(3, len(others))))
         tag = config_tag(keepers)
         epoch = rng.randint(1, 1 << 20)
         value = self._value(me, epoch)
         send = sim._send
         if kind == "install":
+            # a forged outcome, or (half the time, by a keeper) an undecided record whose
+            # keepers are the liar and members that never held it: it would then decide
+            # what it likes with them
+            planted = keeper and rng.random() < 0.5
+            named = (me, *victims[:2]) if planted else keepers
+            if not planted and rng.random() < 0.5:
+                named = (*keepers[:-1], me)
             transfer = Transfer(
                 spec=target.spec,
-                keepers=keepers if rng.random() < 0.5 else (*keepers[:-1], me),
+                keepers=named,
                 config_version=sim.membership.version + rng.randint(0, 3),
                 parents=(),
                 promised=epoch,
                 expired_attempts=0,
-                decided=value,
-                decided_epoch=epoch,
+                decided=None if planted else value,
+                decided_epoch=0 if planted else epoch,
             )
-            for k in keepers:
-                send(idx, k, Install(transfer))
+            for k in (*keepers, *victims, *named):
+                if k != me:
+                    send(idx, k, Install(transfer))
         elif kind == "decide":
-            for k in (*keepers, target.submitter):
+            for k in (*keepers, target.submitter, *victims):
                 send(idx, k, Decide(pid, epoch, value, tag))
         elif kind == "status":
             status = Status(pid, True, "successful", epoch, value, epoch, keepers=(me,))
-            for k in (*keepers, target.submitter):
+            for k in (*keepers, target.submitter, *victims):
                 send(idx, k, status)
         elif kind == "claim":
             for k in keepers:
@@ -157,6 +179,7 @@ class Byzantine:
             if purpose == "move":
                 value = Outcome(
                     "moved",
+                    errors=(FORGED,),
                     executor=me,
                     run_epoch=epoch,
                     moved_to=(me,),
@@ -170,7 +193,11 @@ class Byzantine:
             for k in keepers:
                 send(idx, k, Accept(pid, epoch, value, tag))
         elif kind == "parents":
-            children = [c for c in self.known if c.spec.parents]
+            children = [
+                c
+                for c in self.known
+                if c.spec.parents and not (keeper and self._keeps(idx, c))
+            ]
             if not children:
                 return
             child = rng.choice(children)
@@ -186,6 +213,12 @@ class Byzantine:
                 send(idx, sim.mids[i], Offer(item, 0))
         elif kind == "logs":
             send(idx, target.submitter, LogLines(pid, epoch, 0, (f"{FORGED} log",)))
+
+    def _keeps(self, idx: int, known: Known) -> bool:
+        """Whether Byzantine keeper ``idx`` keeps ``known``'s record (or ever did)."""
+        node = self.sim.nodes[idx]
+        mine = node is not None and known.spec.pid in node.keeper.records
+        return mine or self.sim.mids[idx] in known.keepers
 
     def _plant(self, idx: int, me: str) -> None:
         """A spec in the owner's name (or another honest member's) with a bad signature."""
@@ -232,7 +265,7 @@ class Byzantine:
         # the same version as an answer nobody asked for, to a member at random
         victim = sim.mids[rng.choice(sorted(sim.colony.ads))]
         sim._send(idx, victim, CaughtUp(chain=(new,), ask=rng.randint(0, 8), newest=new.version))
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and not sim.keeper_liars:
             # an executor ad: users run nothing (gossiped, and carried by a catch-up question)
             ad = ExecutorAd.create(ident, sim.now, executortype="edge", name=f"liar-{idx}")
             sim._publish(idx, AdAnnounce(ad))

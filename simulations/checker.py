@@ -61,6 +61,9 @@ class Checker:
         self.stale_epoch_accepts = 0
         self.duplicate_results: set[str] = set()
         self.liars: set[str] = set()  # Byzantine members' ids (see byzantine.py)
+        # Byzantine keepers run the protocol for what they keep: their moves and their
+        # fellows' outcomes are honest, and only the marks of byzantine.py tell a lie
+        self.marked_only = False
 
     # --- what the engine reports -------------------------------------------------------
 
@@ -88,14 +91,15 @@ class Checker:
         if not rec.spec.valid() or pid not in self.submitted:
             raise Violation("planted_spec", pid, f"member #{node} stores a planted spec", at)
         for what, value in (("accepted", rec.accepted), ("decided", rec.decided)):
-            if forged(value, self.liars):
+            if forged(value, self.liars, self.marked_only):
                 raise Violation("forged_outcome", pid, f"member #{node} {what} {value}", at)
         for parent, value in rec.parent_outcomes:
-            if forged(value, self.liars):
+            if forged(value, self.liars, self.marked_only):
                 raise Violation(
                     "forged_outcome", pid, f"member #{node} took parent {parent[:12]}: {value}", at
                 )
-        if rec.holder in self.liars:
+        if rec.holder in self.liars and rec.holder not in rec.keepers:
+            # (a Byzantine keeper's own ballots on what it keeps are the protocol's)
             raise Violation("byzantine_lease", pid, f"member #{node} leased it to a liar", at)
 
     def adopted(
@@ -160,7 +164,7 @@ class Checker:
     def _result(self, node: int, e: Observe, at: float) -> None:
         """A member reports an outcome (to its user): the one the keepers chose."""
         value = e.data["outcome"]
-        if forged(value, self.liars):
+        if forged(value, self.liars, self.marked_only):
             raise Violation("forged_outcome", e.pid, f"member #{node} reports {value}", at)
         chosen = self.decided_value.get(e.pid) or self.chosen.get(e.pid)
         if chosen != value_id(value):

@@ -39,7 +39,7 @@ class Colony:
     users: list[int]
     submissions: list[Submission]
     spares: list[tuple[Identity, ExecutorAd]] = field(default_factory=list)  # churn joiners
-    byzantine: list[int] = field(default_factory=list)  # members that lie (role user)
+    byzantine: list[int] = field(default_factory=list)  # members that lie (byzantine.py)
 
 
 def build(scenario: Scenario, rng: random.Random) -> Colony:
@@ -66,10 +66,12 @@ def build(scenario: Scenario, rng: random.Random) -> Colony:
             ads[idx] = make_ad(ident, group, len(ads))
             groups[idx] = group
     byzantine: list[int] = []
+    keeper_liars = scenario.faults.byzantine_role == "keeper"
     for _ in range(scenario.faults.byzantine):
         byzantine.append(len(identities))
         identities.append(Identity.from_seed(rng.randbytes(32)))
-        members.append(Member(identities[-1].member_id, "user"))
+        liar = identities[-1].member_id
+        members.append(Member(liar, "executor") if keeper_liars else Member(liar, "user"))
     membership = MembershipSet.genesis(owner, scenario.name, 0.0, members=members)
     spares = []
     for i in range(scenario.faults.churn.joins):

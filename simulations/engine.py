@@ -210,10 +210,13 @@ class Simulation:
         self.contacts: list[set[int]] = [set() for _ in self.mids]
         for idx in range(len(self.mids)):
             self._subscribe(idx)
-        # members that lie: no core, one attack every byzantine_every seconds each
+        # members that lie, one attack every byzantine_every seconds each: users run no
+        # core; keepers run one (honest about what they keep)
+        self.keeper_liars = scenario.faults.byzantine_role == "keeper"
         self.liars = set(colony.byzantine)
         self.byzantine = Byzantine(self)
         self.checker.liars = set(self.byzantine.liars)
+        self.checker.marked_only = self.keeper_liars
         self.issued: dict[int, MembershipSet] = {colony.membership.version: colony.membership}
 
     # --- the event queue -------------------------------------------------------------------
@@ -240,7 +243,7 @@ class Simulation:
                 self.checker.submitted_spec(spec.pid, spec.parents)
                 self.all_pids.append(spec.pid)
         for idx in range(len(self.mids)):
-            if idx not in self.liars:
+            if idx not in self.liars or self.keeper_liars:
                 self._boot(idx)
         every = self.scenario.faults.byzantine_every
         for idx in self.colony.byzantine:
@@ -353,7 +356,9 @@ class Simulation:
             self.push(self.now + self.scenario.faults.byzantine_every, BYZANTINE, a)
 
     def _check_ads(self) -> None:
-        """No member learned an ad of a Byzantine member (users run nothing)."""
+        """No member learned an ad of a Byzantine user (users run nothing)."""
+        if self.keeper_liars:
+            return
         for idx, node in enumerate(self.nodes):
             if node is None:
                 continue

@@ -96,6 +96,9 @@ class Churn:
     window: tuple[float, float] = (0.0, 60.0)
 
 
+BYZANTINE_ROLES = ("user", "keeper")
+
+
 @dataclass(frozen=True)
 class Faults:
     crash_fraction: float = 0.0  # members that crash once and restart from disk
@@ -109,6 +112,11 @@ class Faults:
     # membership versions, one attack every ``byzantine_every`` seconds each
     byzantine: int = 0
     byzantine_every: float = 0.25
+    # "user": the liars keep and run nothing. "keeper": they are executors without an
+    # executor ad, so they keep records (honestly: they run the protocol core) and lie
+    # about every process they do not keep; they claim nothing (an executor holding a
+    # lease reports whatever output it likes, and no protocol can tell)
+    byzantine_role: str = "user"
 
 
 @dataclass(frozen=True)
@@ -305,7 +313,13 @@ def _faults(t: _Table) -> Faults:
         churn=churn,
         byzantine=t.integer("byzantine", 0, low=0),
         byzantine_every=t.number("byzantine_every", 0.25, low=0.01),
+        byzantine_role=t.text("byzantine_role", "user"),
     )
+    if f.byzantine_role not in BYZANTINE_ROLES:
+        raise ScenarioError(
+            f"faults.byzantine_role: one of {', '.join(BYZANTINE_ROLES)}, "
+            f"not {f.byzantine_role!r}"
+        )
     t.done()
     return f
 

@@ -6,9 +6,9 @@ import dataclasses
 from typing import TypeVar
 
 from colonyp2p.core import effects as fx
-from colonyp2p.core.messages import StoreSpec
+from colonyp2p.core.messages import Certificate, Outcome, StoreSpec, Vote
 from colonyp2p.core.node import ColonyNode
-from colonyp2p.core.provenance import place
+from colonyp2p.core.provenance import place, sign_vote
 from colonyp2p.identity import Identity
 from colonyp2p.model.signed import SignedSpec
 
@@ -45,3 +45,22 @@ def placed(store: StoreSpec, *keys: Identity) -> StoreSpec:
             placement = place(key.sign, spec, keepers, version, store.parents)
             return dataclasses.replace(store, placement=placement)
     return store
+
+
+def certificate(
+    colony_id: str,
+    pid: str,
+    keepers: tuple[str, ...],
+    version: int,
+    epoch: int,
+    value: Outcome,
+    *signers: Identity,
+) -> Certificate:
+    """The certificate of ``value`` chosen at ``epoch`` by ``keepers`` (at membership
+    ``version``), with the votes of ``signers``: what a proposer assembles from the
+    Accepted of a majority."""
+    votes = tuple(
+        Vote(s.member_id, sign_vote(s.sign, colony_id, pid, keepers, version, epoch, value))
+        for s in signers
+    )
+    return Certificate(keepers, version, epoch, value, votes)

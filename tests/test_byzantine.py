@@ -82,3 +82,57 @@ def test_without_a_refusal_the_lie_is_caught(
     result = simulate(byzantine, SEED)
     assert result.violation is not None, f"{name} removed and nothing caught"
     assert result.violation.invariant in caught, result.violation
+
+
+# --- Byzantine keepers ---------------------------------------------------------------------
+# Members that may keep records (executors without an ad: they keep, and run nothing)
+# and lie about every process they do not keep: only a certificate (a majority of a
+# record's keepers) makes a member that never held a record believe an outcome, a
+# configuration or a parent's output (core/provenance.py).
+
+KEEPER_SEED = 5
+
+
+@pytest.fixture(scope="module")
+def keepers() -> scenarios.Scenario:
+    return scenarios.load("byzantine-keepers")
+
+
+def test_no_lie_of_a_keeper_is_accepted_by_members_that_never_held_the_record(
+    keepers: scenarios.Scenario,
+) -> None:
+    result = simulate(keepers, KEEPER_SEED)
+    assert result.violation is None, result.summary()["violation"]
+    assert not result.lost and result.terminal
+    counters = result.counters
+    assert sum(v for k, v in counters.items() if k.startswith("byzantine_")) > 300
+    for code in ("install_proof", "install_sender", "install_decided", "ballot_sender"):
+        assert counters.get(f"rejected_{code}", 0) > 0, code
+
+
+def _always(*_: Any) -> bool:
+    return True
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "replacement"),
+    [
+        (KeeperRole, "_proof_refusal", _open),  # an Install believed without its proof
+        (KeeperRole, "certified", _always),  # a Decide believed on a keeper's word
+        (ColonyNode, "believes", _always),  # a Status believed on its sender's word
+        (KeeperRole, "_parent_source", _any_parent_source),
+    ],
+)
+def test_without_a_proof_a_keeper_s_lie_is_caught(
+    keepers: scenarios.Scenario,
+    monkeypatch: pytest.MonkeyPatch,
+    target: type,
+    name: str,
+    replacement: Any,
+) -> None:
+    monkeypatch.setattr(target, name, replacement)
+    result = simulate(keepers, KEEPER_SEED)
+    assert result.violation is not None, f"{name} removed and nothing caught"
+    # (a record planted at a set of the liar's choosing is decided there a second time)
+    caught = {"forged_outcome", "workflow_inputs", "duplicate_result"}
+    assert result.violation.invariant in caught, result.violation

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from core_effects import placed
+from core_effects import certificate, placed
 
 from colonyp2p.core import effects as fx
 from colonyp2p.core.messages import (
@@ -147,13 +147,18 @@ def test_a_planted_spec_with_a_bad_signature_enters_nowhere() -> None:
     assert _rejects(node.submit(planted, 2.0)) == ["bad_spec"]
 
 
+def _signers(keepers: tuple[str, ...]) -> list[Identity]:
+    return [i for i in (OWNER, EXEC, EXEC2, EXEC3, SUBMITTER, M) if i.member_id in keepers]
+
+
 def test_an_install_never_replaces_a_decided_outcome_with_another() -> None:
     spec = _spec()
     node = _keeper_with(spec)
     real = Outcome("successful", output=(1,), executor=EXEC.member_id, run_epoch=1)
     keepers = node.keepers_of(spec.pid)
     fellow = next(k for k in keepers if k != OWNER.member_id)
-    node.on_message(fellow, Decide(spec.pid, 1, real, config_tag(keepers)), 3.0)
+    cert = certificate(GENESIS.colony_id, spec.pid, keepers, 1, 1, real, *_signers(keepers))
+    node.on_message(fellow, Decide(spec.pid, 1, real, config_tag(keepers), cert), 3.0)
     rec = node.record(spec.pid)
     assert rec is not None and rec.decided == real
     forged = dataclasses.replace(

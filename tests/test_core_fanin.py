@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from core_effects import placed
+from core_effects import certificate, placed
 
 from colonyp2p.core import effects as fx
 from colonyp2p.core.keeper import RECORDS
@@ -32,7 +32,9 @@ PARENTS = tuple(ParentRef(f"parent-{i:03d}", (P,)) for i in range(40))
 
 def _done(i: int) -> Status:
     outcome = Outcome("successful", output=(i,), executor=P, run_epoch=1)
-    return Status(PARENTS[i].pid, True, "successful", 1, outcome, 1)
+    pid = PARENTS[i].pid
+    cert = certificate(GENESIS.colony_id, pid, (P,), 1, 1, outcome, PARENT_KEEPER)
+    return Status(pid, True, "successful", 1, outcome, 1, certificate=cert)
 
 
 def _persisted(effects: list[fx.Effect], pid: str) -> list[KeeperRecord]:

@@ -490,18 +490,11 @@ class KeeperRole:
             return
         if self.not_our_move(rec, msg.value, msg.config):
             return
-        trusted = (
-            sender == self.node.member_id
-            or sender in rec.keepers
-            or self.certified(rec, msg.value, msg.certificate)
-            or (
-                rec.holder == sender
-                and rec.promised == msg.epoch
-                and not self._value_refusal(sender, rec, msg.value, msg.epoch)[0]
-            )
-            or (rec.accepted_epoch == msg.epoch and rec.accepted == msg.value)
-        )
-        if not trusted:
+        # A decision is taken from this node's own ballot or with its certificate: a
+        # majority of this configuration's keepers signed it (core/provenance.py). Not
+        # on anyone's word, a fellow keeper's included: one keeper cannot make the
+        # others decide what it likes.
+        if sender != self.node.member_id and not self.certified(rec, msg.value, msg.certificate):
             # We cannot check the claim ourselves: ask the other keepers, who can.
             self._ask_peers(rec)
             return
@@ -625,6 +618,7 @@ class KeeperRole:
             and rec.decided is None
             and sender in rec.keepers
             and not self.not_our_move(rec, msg.decided, msg.config)
+            and self.certified(rec, msg.decided, msg.certificate)
         ):
             self.decide(rec, msg.decided_epoch, msg.decided, now, msg.certificate)
         elif (
@@ -637,7 +631,15 @@ class KeeperRole:
             # all come): a fellow's certificate completes the record, so it can be handed on
             self._save(dataclasses.replace(rec, certificate=msg.certificate), now)
         if msg.decided.kind != "moved":
-            self.learn_parent(msg.pid, msg.decided, now, share=True, source=sender)
+            self.learn_parent(
+                msg.pid,
+                msg.decided,
+                now,
+                share=True,
+                source=sender,
+                moves=msg.moves,
+                certificate=msg.certificate,
+            )
         elif msg.moved_to and msg.pid in self._waiting_on_parent:
             # A parent's record moved since its child was stored: ask where it is now. A
             # keeper of it says so (one that may keep, naming members that may keep: the
@@ -648,16 +650,37 @@ class KeeperRole:
                 return
             self._parent_moved[msg.pid] = msg.moved_to
 
-    def _parent_source(self, child: str, parent: str, source: str) -> bool:
-        """Whether ``source`` may tell ``child``'s keepers the outcome of ``parent``: this
-        node itself (it decided it), or a keeper of the parent as the child's ParentRef
-        names them (or where a parent keeper said it moved)."""
-        if source == self.node.member_id or source in self._parent_moved.get(parent, ()):
+    def _parent_source(
+        self,
+        child: str,
+        parent: str,
+        source: str,
+        outcome: Outcome,
+        moves: tuple[Certificate, ...],
+        certificate: Certificate | None,
+    ) -> bool:
+        """Whether ``child``'s keepers take ``outcome`` as ``parent``'s: from this node
+        itself (it decided it), else with the parent's certificate, signed by a majority
+        of the parent's keepers as the child's ParentRef names them (the child's
+        submitter signed those) or of a set they certifiably moved it to. One keeper of
+        the parent is not believed alone; a parent's keeper saying it moved says where
+        to ask (``_parent_moved``), not whom to believe."""
+        if source == self.node.member_id:
             return True
         rec = self.records.get(child)
-        return rec is not None and any(
-            ref.pid == parent and source in ref.keepers for ref in rec.parents
-        )
+        if rec is None:
+            return False
+        for ref in rec.parents:
+            if ref.pid != parent:
+                continue
+            if certificate is not None:
+                colony = rec.spec.colony_id
+                config = provenance.follow_from(colony, parent, ref.keepers, moves)
+                if config is not None and provenance.decision_ok(
+                    colony, parent, config, certificate, outcome
+                ):
+                    return True
+        return False
 
     @classmethod
     def not_our_move(cls, rec: KeeperRecord, value: Outcome, config: str) -> bool:
@@ -690,17 +713,28 @@ class KeeperRole:
         self.node.send(peer, Install(rec.transfer(rec.keepers, rec.config_version, rec.promised)))
 
     def learn_parent(
-        self, parent: str, outcome: Outcome, now: float, share: bool, source: str
+        self,
+        parent: str,
+        outcome: Outcome,
+        now: float,
+        share: bool,
+        source: str,
+        moves: tuple[Certificate, ...] = (),
+        certificate: Certificate | None = None,
     ) -> None:
         """``parent`` decided ``outcome``, says ``source``: the children waiting on it
-        whose ParentRef names ``source`` among the parent's keepers take it (see
-        _parent_source); the others wait for the parent's keepers."""
+        that may believe it take it (see _parent_source); the others wait for the
+        parent's keepers."""
         own = self.records.get(parent)
         if own is not None and own.decided is not None and own.decided.kind != "moved":
             # this node keeps the parent too: its own record's decision is the one to take
             outcome, source = own.decided, self.node.member_id
         waiting = self._waiting_on_parent.pop(parent, [])
-        kept = [c for c in waiting if not self._parent_source(c, parent, source)]
+        kept = [
+            c
+            for c in waiting
+            if not self._parent_source(c, parent, source, outcome, moves, certificate)
+        ]
         if kept:
             self._waiting_on_parent[parent] = kept
         else:

@@ -696,7 +696,7 @@ class ColonyNode:
         if (
             rec is not None
             and rec.decided is None
-            and (source == self.member_id or source in rec.keepers)
+            and (source == self.member_id or self.keeper.certified(rec, value, certificate))
             and not self.keeper.not_our_move(rec, value, config)
         ):
             self.keeper.decide(rec, epoch, value, now, certificate)
@@ -704,7 +704,9 @@ class ColonyNode:
             self.executor.forget(pid)
         if value.kind == "moved":
             return
-        self.keeper.learn_parent(pid, value, now, share=True, source=source)
+        self.keeper.learn_parent(
+            pid, value, now, share=True, source=source, certificate=certificate
+        )
         rec = self.keeper.records.get(pid)
         if rec is not None and rec.decided is not None:
             self.report_result(pid, rec.decided_epoch, rec.decided)

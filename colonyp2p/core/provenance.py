@@ -146,6 +146,18 @@ def follow(
     return keepers, (-1 if version is None else version)
 
 
+def follow_from(
+    colony_id: str, pid: str, keepers: tuple[str, ...], moves: tuple[Certificate, ...]
+) -> Config | None:
+    """As ``follow``, from a configuration somewhere along ``moves`` (a child's ParentRef
+    names its parent's keepers as they were when the child was submitted: the parent may
+    have moved before, and after)."""
+    for i, cert in enumerate(moves):
+        if cert.keepers == keepers:
+            return follow(colony_id, pid, keepers, cert.config_version, moves[i:])
+    return keepers, -1  # no move from there: a decision of those keepers themselves
+
+
 def decision_ok(
     colony_id: str,
     pid: str,
