@@ -194,9 +194,7 @@ class Byzantine:
                 send(idx, k, Accept(pid, epoch, value, tag))
         elif kind == "parents":
             children = [
-                c
-                for c in self.known
-                if c.spec.parents and not (keeper and self._keeps(idx, c))
+                c for c in self.known if c.spec.parents and not (keeper and self._keeps(idx, c))
             ]
             if not children:
                 return

@@ -317,8 +317,7 @@ def _faults(t: _Table) -> Faults:
     )
     if f.byzantine_role not in BYZANTINE_ROLES:
         raise ScenarioError(
-            f"faults.byzantine_role: one of {', '.join(BYZANTINE_ROLES)}, "
-            f"not {f.byzantine_role!r}"
+            f"faults.byzantine_role: one of {', '.join(BYZANTINE_ROLES)}, not {f.byzantine_role!r}"
         )
     t.done()
     return f
