@@ -21,6 +21,8 @@ from colonyp2p.core.messages import (
     Decide,
     Install,
     Outcome,
+    ParentOutcomes,
+    ParentProof,
     ParentRef,
     Query,
     Status,
@@ -315,3 +317,23 @@ def test_a_certificate_holds_only_for_a_majority_of_its_keepers_on_what_they_sig
         honest.discard(first)  # the flipped vote counts for nothing (unless it voted twice)
     expected = tamper in ("none", "signature") and len(honest) >= 2
     assert certificate_ok(COLONY, spec.pid, cert) == expected
+
+
+def test_a_fellow_keeper_s_parent_outcomes_are_taken_only_with_their_proofs() -> None:
+    parent = _spec(b"parent-2")
+    child = _spec(b"child-2", parents=(parent.pid,))
+    node = _node(A)
+    store = StoreSpec(child, OLD, 1, (ParentRef(parent.pid, NEW),))
+    node.on_message(USER.member_id, placed(store, USER), 1.0)
+    shared = ParentOutcomes(child.pid, ((parent.pid, FORGED),))
+    node.on_message(B.member_id, shared, 2.0)  # B keeps the child with A
+    rec = node.record(child.pid)
+    assert rec is not None and rec.parent_outcomes == ()
+    proof = ParentProof(parent.pid, (), _cert(parent, REAL, (D, E), NEW))
+    wrong = dataclasses.replace(shared, proofs=(proof,))  # a proof, of another outcome
+    node.on_message(B.member_id, wrong, 2.5)
+    rec = node.record(child.pid)
+    assert rec is not None and rec.parent_outcomes == ()
+    node.on_message(B.member_id, ParentOutcomes(child.pid, ((parent.pid, REAL),), (proof,)), 3.0)
+    rec = node.record(child.pid)
+    assert rec is not None and rec.parent_outcomes == ((parent.pid, REAL),)

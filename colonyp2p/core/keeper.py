@@ -22,6 +22,7 @@ from colonyp2p.core.messages import (
     InstallAck,
     Outcome,
     ParentOutcomes,
+    ParentProof,
     Prepare,
     Promise,
     Purpose,
@@ -109,6 +110,9 @@ class KeeperRole:
         self._moved_through: dict[str, set[str]] = {}
         self._moves_asked: dict[str, float] = {}
         self._store_tokens: dict[str, tuple[float, float]] = {}
+        # child -> parent -> the proof of the parent outcome this node took (volatile,
+        # until it shares the child's parent outcomes with its fellows)
+        self._parent_proofs: dict[str, dict[str, ParentProof]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -528,6 +532,7 @@ class KeeperRole:
             held.discard(rec.pid)
         self._holder_lost.discard(rec.pid)
         self._superseded.discard(rec.pid)
+        self._parent_proofs.pop(rec.pid, None)
         # acks of an earlier hand-off of this pid (the record moved here from a set it had
         # moved away to before) say nothing about this decision's hand-off
         self._install_acks.pop(rec.pid, None)
@@ -729,6 +734,7 @@ class KeeperRole:
         if own is not None and own.decided is not None and own.decided.kind != "moved":
             # this node keeps the parent too: its own record's decision is the one to take
             outcome, source = own.decided, self.node.member_id
+            moves, certificate = own.moves, own.certificate
         waiting = self._waiting_on_parent.pop(parent, [])
         kept = [
             c
@@ -739,17 +745,26 @@ class KeeperRole:
             self._waiting_on_parent[parent] = kept
         else:
             self._parent_moved.pop(parent, None)
+        proof = None if certificate is None else ParentProof(parent, moves, certificate)
         for child in waiting:
             if child not in kept:
-                self._set_parent(child, parent, outcome, now, share)
+                self._set_parent(child, parent, outcome, now, share, proof)
 
     def _set_parent(
-        self, child: str, parent: str, outcome: Outcome, now: float, share: bool
+        self,
+        child: str,
+        parent: str,
+        outcome: Outcome,
+        now: float,
+        share: bool,
+        proof: ParentProof | None,
     ) -> None:
         rec = self.records.get(child)
         if rec is None or rec.decided is not None or rec.parent_outcome(parent) is not None:
             return
         rec = dataclasses.replace(rec, parent_outcomes=(*rec.parent_outcomes, (parent, outcome)))
+        if proof is not None and share:
+            self._parent_proofs.setdefault(child, {})[parent] = proof
         if not rec.parents_known():
             # Volatile until the last parent is known: persisting the growing record
             # at each parent would cost a fan-in of n parents O(n^2) bytes written.
@@ -758,8 +773,9 @@ class KeeperRole:
             return
         self._save(rec, now)
         self._known_since[child] = now
+        proofs = self._parent_proofs.pop(child, {})
         if share:
-            msg = ParentOutcomes(child, rec.parent_outcomes)
+            msg = ParentOutcomes(child, rec.parent_outcomes, tuple(proofs.values()))
             for peer in rec.keepers:
                 if peer != self.node.member_id:
                     self.node.send(peer, msg)
@@ -767,7 +783,8 @@ class KeeperRole:
 
     def on_parent_outcomes(self, sender: str, msg: ParentOutcomes, now: float) -> None:
         """A fellow keeper of the child (and only one: it asked the parents' keepers)
-        shares what they said; it feeds this child alone, and only its own parents."""
+        shares what they said; it feeds this child alone, only its own parents, and
+        each only with its proof (a parent outcome without one is asked for again)."""
         rec = self.records.get(msg.pid)
         if rec is None:
             return
@@ -780,14 +797,20 @@ class KeeperRole:
                 )
             return
         parents = {ref.pid for ref in rec.parents}
+        proofs = {p.parent: p for p in msg.proofs}
         for parent, outcome in msg.outcomes:
+            proof = proofs.get(parent)
+            if proof is None or not self._parent_source(
+                msg.pid, parent, sender, outcome, proof.moves, proof.certificate
+            ):
+                continue
             if parent in parents and rec.parent_outcome(parent) is None:
                 waiting = self._waiting_on_parent.get(parent)
                 if waiting is not None and msg.pid in waiting:
                     waiting.remove(msg.pid)
                     if not waiting:
                         del self._waiting_on_parent[parent]
-                self._set_parent(msg.pid, parent, outcome, now, share=False)
+                self._set_parent(msg.pid, parent, outcome, now, share=False, proof=None)
                 rec = self.records.get(msg.pid, rec)
 
     def _install_refusal(

@@ -237,10 +237,22 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class ParentOutcomes:
-    """A child's keeper shares the decided outcomes of the child's parents with its peers."""
+    """A child's keeper shares the decided outcomes of the child's parents with its peers,
+    each with its proof (its fellows take none on its word)."""
 
     pid: str
     outcomes: tuple[tuple[str, Outcome], ...]
+    proofs: tuple[ParentProof, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParentProof:
+    """A parent's certificate, and its certified moves from where the child's ParentRef
+    names its keepers (core/provenance.py)."""
+
+    parent: str
+    moves: tuple[Certificate, ...]
+    certificate: Certificate
 
 
 @dataclass(frozen=True, slots=True)
