@@ -24,6 +24,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,11 @@ def run(s: scenarios.Scenario, seed: int) -> dict[str, Any]:
     return summary
 
 
-def byzantine_runs(seeds: int) -> dict[str, Any]:
-    """The ``byzantine`` scenario with seeds 1 to ``seeds``: per seed, whether a lie got
-    through (the checker's violation), what was lost, and how many lies were refused."""
-    s = scenarios.load("byzantine")
+def byzantine_runs(seeds: int, name: str = "byzantine") -> dict[str, Any]:
+    """Scenario ``name`` (``byzantine``, ``byzantine-keepers``) with seeds 1 to ``seeds``:
+    per seed, whether a lie got through (the checker's violation), what was lost, and how
+    many lies were refused."""
+    s = scenarios.load(name)
     rows = []
     for seed in range(1, seeds + 1):
         result = simulate(s, seed)
@@ -67,6 +69,7 @@ def byzantine_runs(seeds: int) -> dict[str, Any]:
         print(f"    {json.dumps(row)}", flush=True)
     return {
         "command": f"python bench/bench_sim.py --part byzantine --seeds {seeds}",
+        "scenario": name,
         "members": s.nodes,
         "liars": s.faults.byzantine,
         "specs": s.workload.specs,
@@ -212,9 +215,10 @@ def main() -> int:
             ok &= r["lost"] == 0 and r["duplicate_results"] == 0 and r["terminal"]
     if args.part in ("all", "byzantine"):
         print(f"byzantine: seeds 1 to {args.seeds}", flush=True)
-        results["byzantine"] = byz = byzantine_runs(args.seeds)
-        byz["measured"] = measured()
-        ok &= byz["clean"] == len(byz["runs"])
+        for name in ("byzantine", "byzantine-keepers"):
+            results[name] = byz = byzantine_runs(args.seeds, name)
+            byz["measured"] = measured()
+            ok &= byz["clean"] == len(byz["runs"])
     if args.part in ("all", "churn"):
         churn = results["churn"] = {}
         for name, seeds in (("churn-small", args.churn_seeds), ("churn-harsh", args.harsh_seeds)):
@@ -304,21 +308,36 @@ def markdown(results: dict[str, Any]) -> str:
             "keepers).",
             "",
         ]
-    byz = results.get("byzantine")
-    if byz:
+    for name, who in (
+        (
+            "byzantine",
+            "lie (role `user`, valid keys, five attacks a second each: forged Install, Decide,"
+            " Status, Accept, claims and fail/move/recover ballots, planted specs with bad"
+            " signatures, forged parent outputs, self-signed and forged membership versions,"
+            " a user's ad, log lines)",
+        ),
+        (
+            "byzantine-keepers",
+            "lie as members that may keep records (role `executor` without an ad: they keep"
+            " records and run the protocol for them, and lie about every other process: the"
+            " attacks above but claims, and Install, Decide and Status also to members that"
+            " never held the record, records handed to keeper sets of their own)",
+        ),
+    ):
+        byz = results.get(name)
+        if not byz:
+            continue
         runs = byz["runs"]
         caught = [r for r in runs if r["violation"] is not None]
         out += [
-            "## Byzantine members: `byzantine`",
+            f"## Byzantine members: `{name}`",
             "",
-            f"{byz['members']} members of which {byz['liars']} lie (role `user`, valid keys, "
-            "five attacks a",
-            "second each: forged Install, Decide, Status, Accept, claims and fail/move/recover",
-            "ballots, planted specs with bad signatures, forged parent outputs, self-signed",
-            f"and forged membership versions, a user's ad, log lines); {byz['specs']} specs, "
-            "10% crashes,",
-            "3% loss, 2 joins and 2 revocations. The checker fails a run on any lie accepted",
-            "anywhere (see docs/SIMULATOR.md).",
+            *textwrap.wrap(
+                f"{byz['members']} members of which {byz['liars']} {who}; {byz['specs']} specs,"
+                " 10% crashes, 3% loss, 2 joins and 2 revocations. The checker fails a run on"
+                " any lie accepted anywhere (see docs/SIMULATOR.md).",
+                88,
+            ),
             "",
             f"Command: `{byz['command']}`",
             "",

@@ -512,10 +512,13 @@ class KeeperRole:
         now: float,
         certificate: Certificate | None = None,
     ) -> None:
-        """Record the decision. Its certificate is kept where it proves the decision in
-        this record's configuration: it goes with the record wherever the record is
-        handed (and a decision without one gets it from a fellow's Status later)."""
-        if not self.certified(rec, value, certificate):
+        """Record the decision, with its certificate: it goes with the record wherever
+        the record is handed (a decision without one gets it from a fellow's Status
+        later). Callers decide only their own ballot's outcome (its certificate made of
+        votes the proposer checked) or one ``certified`` proved: not checked again."""
+        if certificate is not None and (
+            certificate.value != value or certificate.keepers != rec.keepers
+        ):
             certificate = None
         rec = dataclasses.replace(
             rec,
