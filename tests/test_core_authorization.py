@@ -226,7 +226,32 @@ def test_a_hand_off_from_a_set_the_record_moved_to_is_taken_once_its_keepers_sai
         keepers=rec.keepers,
     )
     node.on_message(fellow, status, 3.5)
-    assert not _rejects(node.on_message(outsider, handoff, 4.0))
+    # the hand-off must also prove itself (docs/PROTOCOL.md, Provenance): the two moves,
+    # each certified by a majority of the set it left
+    first = certificate(
+        GENESIS.colony_id,
+        spec.pid,
+        rec.keepers,
+        rec.config_version,
+        rec.promised + 1,
+        moved,
+        *_signers(rec.keepers),
+    )
+    onward = Outcome(
+        "moved", executor=fellow, run_epoch=1, moved_to=newer, moved_version=rec.config_version + 2
+    )
+    second = certificate(
+        GENESIS.colony_id,
+        spec.pid,
+        moved.moved_to,
+        moved.moved_version,
+        1,
+        onward,
+        *_signers(moved.moved_to),
+    )
+    proven = Install(dataclasses.replace(handoff.transfer, moves=(first, second)))
+    assert _rejects(node.on_message(outsider, handoff, 4.0)) == ["install_proof"]
+    assert not _rejects(node.on_message(outsider, proven, 4.0))
     taken = node.record(spec.pid)
     assert taken is not None and taken.keepers == newer
 

@@ -337,3 +337,23 @@ def test_a_fellow_keeper_s_parent_outcomes_are_taken_only_with_their_proofs() ->
     node.on_message(B.member_id, ParentOutcomes(child.pid, ((parent.pid, REAL),), (proof,)), 3.0)
     rec = node.record(child.pid)
     assert rec is not None and rec.parent_outcomes == ((parent.pid, REAL),)
+
+
+def test_a_keeper_of_the_new_set_alone_cannot_replace_a_moved_record() -> None:
+    """The simulator's Byzantine keepers found it: a member of the set a record moved
+    to may replace the old set's copy, but only with what the proof says."""
+    spec = _spec(b"moved")
+    node = _kept_by_a(spec)
+    rec = node.record(spec.pid)
+    assert rec is not None
+    moved_there = dataclasses.replace(
+        MOVE, moved_to=(C.member_id, D.member_id, LIAR.member_id), moved_version=2
+    )
+    node.on_message(
+        B.member_id, Decide(spec.pid, 2, moved_there, "", _cert(spec, moved_there, (B, C))), 2.0
+    )
+    rec = node.record(spec.pid)
+    assert rec is not None and rec.decided == moved_there
+    forged = _transfer(spec, config_version=2, decided=FORGED, decided_epoch=9)
+    assert rejects(node.on_message(LIAR.member_id, Install(forged), 3.0)) == ["install_proof"]
+    assert node.record(spec.pid) == rec

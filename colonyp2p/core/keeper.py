@@ -828,12 +828,14 @@ class KeeperRole:
         its keepers said): anyone else is refused, and this node asks its fellows where
         the record went, so a genuine hand-off it missed is taken at the next resend.
 
-        A record this node does not hold comes with its provenance (core/provenance.py):
-        the submitter's placement and the certified moves lead to the keepers named, or
-        to the configuration whose certificate proves the outcome handed over. The
-        sender's word is not enough: placements pass over members the submitter could
-        not count on, so a record's keepers can be far from the process on the ring, and
-        any member that may keep records could claim to have kept this one."""
+        Every record comes with its provenance (core/provenance.py): the submitter's
+        placement and the certified moves lead to the keepers named, or to the
+        configuration whose certificate proves the outcome handed over. The sender's
+        word is not enough: placements pass over members the submitter could not count
+        on, so a record's keepers can be far from the process on the ring, any member
+        that may keep records could claim to have kept this one, and one keeper of the
+        set a record moved to is not its majority (the simulator's Byzantine keepers
+        replaced a moved record with a forged outcome so)."""
         node = self.node
         pid = t.spec.pid
         if not node.may_keep(sender):
@@ -842,10 +844,6 @@ class KeeperRole:
             return "bad_keepers", f"{sender} installed {pid[:12]} at users"
         if t.spec.colony_id != node.membership.colony_id or not node.spec_valid(t.spec):
             return "bad_spec", f"{sender} installed {pid[:12]} with a spec not its submitter's"
-        if rec is None:
-            code, detail = self._proof_refusal(t)
-            if code:
-                return code, f"{sender} installed {pid[:12]}: {detail}"
         decided = None if rec is None else rec.decided
         if (
             decided is not None
@@ -862,6 +860,9 @@ class KeeperRole:
         ):
             self._ask_where(rec)
             return "install_sender", f"{sender} replaced {pid[:12]}, kept by others"
+        code, detail = self._proof_refusal(t)
+        if code:
+            return code, f"{sender} installed {pid[:12]}: {detail}"
         return "", ""
 
     @staticmethod
