@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from colonyp2p.core import effects as fx
 from colonyp2p.core.messages import (
+    Certificate,
     Decide,
     Install,
     Outcome,
@@ -94,7 +95,7 @@ def _cert(
     signers: tuple[Identity, ...],
     keepers: tuple[str, ...] = OLD,
     version: int = 1,
-) -> object:
+) -> Certificate:
     return certificate(COLONY, spec.pid, keepers, version, 3, value, *signers)
 
 
