@@ -49,7 +49,7 @@ CONNECTION: Final = "connection"  # the upgrade of an inbound connection (pnet, 
 # versions as one; others by their id
 _LABELS: Final[dict[str, str]] = {
     **{p: "gossip" for p in gossip.PROTOCOLS},
-    "/colonyp2p/msg/1.0.0": "msg",
+    "/colonyp2p/msg/2.0.0": "msg",
     "/colonyp2p/join/1.0.0": "join",
     "/colonyp2p/blocks/1.0.0": "blocks",
     "/ipfs/kad/1.0.0": "kad",

@@ -62,7 +62,9 @@ if TYPE_CHECKING:
     # trio-typing's stubs shadow trio's own annotations and lack trio.TaskStatus
     from trio_typing import TaskStatus
 
-MSG_PROTOCOL: Final = TProtocol("/colonyp2p/msg/1.0.0")
+# 2.0.0: placements, votes and certificates (core/provenance.py); a 1.0.0 node's
+# StoreSpec has no placement and it refuses the new fields, so the two do not talk
+MSG_PROTOCOL: Final = TProtocol("/colonyp2p/msg/2.0.0")
 DEFAULT_LISTEN: Final = ("/ip4/127.0.0.1/tcp/0",)
 # announcements waiting for verification (py-libp2p's own channels hold 32); what
 # overflows is counted

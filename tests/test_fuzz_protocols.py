@@ -38,7 +38,7 @@ EXAMPLES = 25  # payloads per protocol and shape
 GOSSIP = ("/meshsub/1.2.0", "/meshsub/1.1.0")
 IDENTIFY, IDENTIFY_PUSH = "/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0"
 KAD = "/ipfs/kad/1.0.0"
-MSG, JOIN, BLOCKS = "/colonyp2p/msg/1.0.0", "/colonyp2p/join/1.0.0", "/colonyp2p/blocks/1.0.0"
+MSG, JOIN, BLOCKS = "/colonyp2p/msg/2.0.0", "/colonyp2p/join/1.0.0", "/colonyp2p/blocks/1.0.0"
 MEMBERS_ONLY = {
     GOSSIP[0]: "gossip",
     IDENTIFY: "identify",

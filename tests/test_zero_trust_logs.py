@@ -29,7 +29,7 @@ from colonyp2p.model.ads import ExecutorAd
 from colonyp2p.node import logs
 from colonyp2p.node.framing import frame
 
-MSG = "/colonyp2p/msg/1.0.0"
+MSG = "/colonyp2p/msg/2.0.0"
 # the tests share one colony (the module's fixture): one worker makes it, once
 pytestmark = pytest.mark.xdist_group("zero-trust-logs")
 _seq = time.time_ns() // 1000  # fresh for the replay guard, across tests and runs
