@@ -18,10 +18,16 @@ real-daemon test of their own elsewhere (each test below says which it completes
 - 8, the default executor's bounds: tests/test_process_pool.py (an entry point past
   maxexectime is killed); here the built-ins' bounds through a daemon.
 
+Beyond the issue: a forged outcome sent to a member that neither submitted nor keeps
+the process (docs/PROTOCOL.md, "Provenance"; the core's side in
+tests/test_core_provenance.py), here between daemons.
+
 One colony serves every test (the module's fixture): the owner runs the built-ins
 ("local"); ``worker`` runs shell commands (``env`` only, the spec's env admitted by
 patterns an admin might write) and lets the colony's admins act through its API;
-``mallory`` (user) and ``eve`` (admin) joined and never started: their keys attack."""
+``mallory`` (user) and ``eve`` (admin) joined and never started: their keys attack.
+The last test adds ``liar`` (an executor, never started) and ``watcher`` (a user's
+daemon)."""
 
 from __future__ import annotations
 
@@ -33,9 +39,20 @@ from typing import Any
 
 import pytest
 import trio
-from cluster import Cluster, Node, cluster, wait_for
+from cluster import Cluster, Node, cluster, events, wait_for
 
-from colonyp2p.core.messages import CatchUp, CaughtUp, MembershipAnnounce, Message
+from colonyp2p.core.messages import (
+    CatchUp,
+    CaughtUp,
+    Certificate,
+    MembershipAnnounce,
+    Message,
+    Outcome,
+    Query,
+    Status,
+    Vote,
+)
+from colonyp2p.core.provenance import vote_bytes
 from colonyp2p.core.topics import colony_topic
 from colonyp2p.errors import ApiError
 from colonyp2p.identity import Identity
@@ -369,3 +386,119 @@ async def test_an_admin_s_jump_to_the_last_version_is_refused_and_its_revocation
     )
     after = {m["member_id"] for m in worker.members()["members"]}
     assert identity.member_id not in after and accomplice.member_id not in after
+
+
+# --- a forged outcome, at a member that neither submitted nor keeps the process ------------
+
+
+async def test_a_forged_outcome_sent_to_a_member_that_did_not_submit_is_never_shown(
+    colony: tuple[Cluster, dict[str, Node]],
+) -> None:
+    """The attack: a member whose key may keep records (an executor) sent a node that
+    neither submitted nor kept a process a decided ``Status`` naming itself the record's
+    keeper, twice: the node learned it as the keeper, reported the forged outcome as the
+    process's result and showed it through its local API. Here the liar, an executor
+    that runs no daemon, does so, then adds the best proof one key can make (its own
+    vote as the sole keeper, with the spec and placement that a keeper hands any member
+    that asks) and answers the node's questions with it. The node, a user's daemon (it
+    keeps nothing), shows the real outcome only and never reports the forged one."""
+    c, nodes = colony
+    owner, worker = nodes["owner"], nodes["worker"]
+
+    def setup() -> tuple[Node, Node, str, dict[str, Any]]:
+        liar = c.join("liar", owner, start=False)  # an executor, never started
+        watcher = c.join("watcher", owner, role="user")
+        version = owner.status()["membership_version"]
+        wait_for(lambda: worker.has_version(version), 45, f"the worker at v{version}")
+        spec = {"funcname": "primes", "args": [30], "conditions": {"executortype": "local"}}
+        pid = owner.submit(spec)["pid"]
+        real: dict[str, Any] = wait_for(lambda: owner.finished(pid), 60, "primes(30)")
+        # the watcher submitted nothing and keeps nothing: it lists neither
+        assert pid not in {p["pid"] for p in watcher.processes()}
+        return liar, watcher, pid, real
+
+    liar, watcher, pid, real = await trio.to_thread.run_sync(setup)
+    assert real["state"] == "successful" and real["executor"] == owner.member_id, real
+    identity, colony_id = liar.home.identity(), str(owner.status()["colony_id"])
+    me = identity.member_id
+    incoming, inbox = trio.open_memory_channel[tuple[str, Message]](256)
+    answers, answered = trio.open_memory_channel[tuple[str, Status]](256)
+    lies: list[Status] = []  # what the liar answers a question about the process with
+
+    def on_message(sender: str, msg: Message) -> None:
+        if isinstance(msg, Query | Status) and msg.pid == pid:
+            incoming.send_nowait((sender, msg))
+
+    transport = Transport(
+        identity,
+        colony_id,
+        is_member=lambda m: True,
+        on_message=on_message,
+        on_announcement=lambda s, m: None,
+    )
+
+    async def lie_when_asked() -> None:
+        async for sender, msg in inbox:
+            if isinstance(msg, Status):
+                answers.send_nowait((sender, msg))
+            elif lies:
+                await transport.send(sender, lies[-1])
+
+    async def answer_from(member: str) -> Status:
+        with trio.fail_after(30):
+            while True:
+                sender, status = await answered.receive()
+                if sender == member:
+                    return status
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.run)
+        nursery.start_soon(lie_when_asked)
+        # what any member may learn from a keeper: the spec and its placement
+        await transport.connect(owner.addrs[0])
+        assert await transport.send(owner.member_id, Query(pid, proof=True))
+        told = await answer_from(owner.member_id)
+        assert told.spec is not None and told.placement is not None, told
+        epoch = told.decided_epoch + 1
+        forged = Outcome("successful", ("forged",), (), me, epoch)
+        plain = Status(pid, True, "successful", epoch, forged, epoch, keepers=(me,))
+        # its own vote, as the sole keeper of a configuration of its own making
+        signed = vote_bytes(colony_id, pid, (me,), told.config_version, epoch, forged)
+        vote = Vote(me, identity.sign(signed))
+        certified = dataclasses.replace(
+            plain,
+            config_version=told.config_version,
+            certificate=Certificate((me,), told.config_version, epoch, forged, (vote,)),
+            placement=told.placement,
+            spec=told.spec,
+        )
+        lies.append(certified)
+        # the forgery twice (the first makes the liar the keeper the watcher knows),
+        # with the proof, then a question: one stream, read in order, so the answer
+        # comes once the watcher took them all
+        await transport.connect(watcher.addrs[0])
+        for msg in (plain, plain, certified, Query(pid)):
+            assert await transport.send(watcher.member_id, msg)
+        assert not (await answer_from(watcher.member_id)).known  # it keeps no record
+
+        shown: list[dict[str, Any]] = []
+
+        def decided() -> dict[str, Any] | None:
+            view = watcher.process(pid)
+            shown.append(view)
+            return view if view["state"] in ("successful", "failed") else None
+
+        # asked while the liar still answers, then once it left
+        await trio.to_thread.run_sync(wait_for, decided, 30, "the watcher to show the outcome")
+        nursery.cancel_scope.cancel()
+    view = await trio.to_thread.run_sync(watcher.process, pid)
+    for seen in [*shown, view]:
+        assert seen["output"] != ["forged"] and seen["executor"] != me, seen
+    keys = ("state", "output", "errors", "executor")
+    assert {k: view[k] for k in keys} == {k: real[k] for k in keys}
+
+    def results() -> list[dict[str, Any]]:
+        return [e for e in events(watcher) if e["kind"] == "result" and e["pid"] == pid]
+
+    reported = await trio.to_thread.run_sync(wait_for, results, 10, "the watcher's result event")
+    assert [(e["outcome"], e["executor"]) for e in reported] == [("successful", owner.member_id)]

@@ -269,10 +269,14 @@ def test_the_submitter_takes_an_outcome_only_from_the_record_s_keepers() -> None
     assert not _results(effects)
     asked = {e.to for e in _sent(effects, Query)}
     assert asked == set(keepers) - {SUBMITTER.member_id}
-    # the keepers' answer is the result
+    # the keepers' answer is the result, with its certificate (docs/PROTOCOL.md,
+    # Provenance): without one, a keeper's word alone is not
     real = Outcome("successful", output=(42,), executor=EXEC.member_id, run_epoch=1)
     status = Status(spec.pid, True, "successful", 1, real, 1, keepers=keepers)
-    results = _results(client.on_message(keepers[0], status, 3.0))
+    assert not _results(client.on_message(keepers[0], status, 3.0))
+    cert = certificate(GENESIS.colony_id, spec.pid, keepers, 1, 1, real, *_signers(keepers))
+    certified = dataclasses.replace(status, certificate=cert)
+    results = _results(client.on_message(keepers[0], certified, 3.0))
     assert [r.data["outcome"] for r in results] == [real]
     # and a forged Status from M afterwards changes nothing (nor before: M is no keeper)
     forged = Status(spec.pid, True, "successful", 1, FORGED, 1, keepers=(M.member_id,))

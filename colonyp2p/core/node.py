@@ -304,15 +304,14 @@ class ColonyNode:
 
     def believes(self, sender: str, msg: Status) -> bool:
         """Whether the outcome ``msg`` reports (it has one) may be shown as the process's:
-        for its own submission, from its keepers as the node placed them (and as they
-        said the record moved); about anything else, only with its certificate, proven
-        from the placement the Status brought (``Query(proof=True)``). A member that
-        keeps no record of it could otherwise name itself keeper and report anything."""
+        only with its certificate, proven from the placement this node made (its own
+        submission) or the one the Status brought (``Query(proof=True)``). A member that
+        keeps no record of it could otherwise name itself keeper and report anything,
+        and one keeper of a set the record moved to is not that set's majority (the
+        simulator's Byzantine keepers made a submitter report their outcome so)."""
         decided = msg.decided
         if decided is None or decided.kind == "moved":
             return False
-        if msg.pid in self._mine and sender in self.keepers_of(msg.pid):
-            return True
         return self.proven(msg.pid, decided, msg.moves, msg.certificate, msg)
 
     def _check_with_keepers(self, pid: str) -> None:
@@ -713,8 +712,6 @@ class ColonyNode:
         elif source == self.member_id or self.proven(pid, value, (), certificate):
             # its own ballot, or a certificate from the keepers it placed the spec at: the
             # holder's Decide to the submitter needs no round trip to the keepers
-            self.report_result(pid, epoch, value)
-        elif entitled and pid in self._mine:
             self.report_result(pid, epoch, value)
         elif rec is None:
             self._check_with_keepers(pid)
