@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 import trio
-from cluster import Cluster, Node, cluster, events, wait_for
+from cluster import FAST, Cluster, Node, cluster, events, wait_for
 
 from colonyp2p.core.messages import (
     CatchUp,
@@ -410,6 +410,10 @@ async def test_a_forged_outcome_sent_to_a_member_that_did_not_submit_is_never_sh
         watcher = c.join("watcher", owner, role="user")
         version = owner.status()["membership_version"]
         wait_for(lambda: worker.has_version(version), 45, f"the worker at v{version}")
+        # a lease after its start the owner passes over members it never heard from
+        # (the liar, eve) when it places a process: before, they may be its keepers
+        lease = FAST["lease_seconds"]
+        wait_for(lambda: owner.status()["uptime"] > lease + 1, 30, "the owner up for a lease")
         spec = {"funcname": "primes", "args": [30], "conditions": {"executortype": "local"}}
         pid = owner.submit(spec)["pid"]
         real: dict[str, Any] = wait_for(lambda: owner.finished(pid), 60, "primes(30)")
