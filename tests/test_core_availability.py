@@ -264,7 +264,7 @@ def test_cancel_and_status_find_a_record_stored_off_its_canonical_keepers() -> N
     assert set(placed) <= set(owner.keeper_candidates(theirs.pid))
     for member in owner.keeper_candidates(theirs.pid):
         if member in net.nodes and member != OWN:
-            net.send(OWN, member, Query(theirs.pid))
+            net.send(OWN, member, Query(theirs.pid, proof=True))
     net.run(net.now + 0.5)
     assert owner.keepers_of(theirs.pid) == placed
     net.call(OWN, owner.cancel(theirs, "cancelled by an admin", net.now))

@@ -358,3 +358,25 @@ def test_a_keeper_of_the_new_set_alone_cannot_replace_a_moved_record() -> None:
     forged = _transfer(spec, config_version=2, decided=FORGED, decided_epoch=9)
     assert rejects(node.on_message(LIAR.member_id, Install(forged), 3.0)) == ["install_proof"]
     assert node.record(spec.pid) == rec
+
+
+def test_a_member_that_did_not_submit_learns_where_a_record_is_only_from_a_proof() -> None:
+    spec = _spec(b"where")
+    node = _node(D)
+    before = node.keepers_of(spec.pid)
+    liar_says = Status(spec.pid, True, "waiting", 0, keepers=(LIAR.member_id,))
+    node.on_message(LIAR.member_id, liar_says, 2.0)
+    assert node.keepers_of(spec.pid) == before
+    answer = Status(
+        spec.pid,
+        True,
+        "waiting",
+        0,
+        keepers=NEW,
+        config_version=1,
+        moves=(_cert(spec, MOVE, (A, B)),),
+        placement=place(USER.sign, spec, OLD, 1, ()),
+        spec=spec,
+    )
+    node.on_message(C.member_id, answer, 3.0)
+    assert node.keepers_of(spec.pid) == NEW

@@ -58,6 +58,7 @@ from colonyp2p.core.provenance import (
     follow,
     place,
     placement_ok,
+    record_config,
 )
 from colonyp2p.core.ranking import KeeperRing
 from colonyp2p.core.records import KeeperRecord
@@ -641,12 +642,16 @@ class ColonyNode:
         # member that does not keep a process finds a record stored off its canonical
         # set, to cancel it or to ask about it again. Users keep nothing: an answer
         # naming one is a forgery. Where this node's own submission is, it placed itself:
-        # only its keepers (as it knows them) tell it where the record went since.
-        trusted = entitled or msg.pid not in self._mine
-        if trusted and msg.known and sender in msg.keepers and msg.pid not in self.keeper.records:
+        # only its keepers (as it knows them) tell it where the record went since. About
+        # anything else, only an answer that proves where the record is (its spec,
+        # placement and moves: ``Query(proof=True)``): one that merely names its sender
+        # would send every later question to a member that does not answer.
+        mine = msg.pid in self._mine
+        if msg.known and sender in msg.keepers and msg.pid not in self.keeper.records:
             moved = msg.decided is not None and msg.decided.kind == "moved"
             target = msg.moved_to if moved else msg.keepers
-            if target and self.plausible_keepers(target) and self.plausible_keepers(msg.keepers):
+            where = target if mine and entitled else self._proven_keepers(msg)
+            if where and where == target and self.plausible_keepers(target):
                 self.learn_placement(msg.pid, target)
         self.keeper.on_status(sender, msg, now)
         if msg.decided is not None and msg.decided.kind != "moved":
@@ -655,6 +660,19 @@ class ColonyNode:
                 self.report_result(msg.pid, rec.decided_epoch, rec.decided)
             elif self.believes(sender, msg):
                 self.report_result(msg.pid, msg.decided_epoch, msg.decided)
+
+    def _proven_keepers(self, msg: Status) -> tuple[str, ...] | None:
+        """Where ``msg`` proves the record is: its spec's signed placement, then the
+        certified moves (and the move the Status reports, with its certificate)."""
+        spec = msg.spec
+        if spec is None or spec.pid != msg.pid or not self.spec_valid(spec):
+            return None
+        moves = msg.moves
+        decided, cert = msg.decided, msg.certificate
+        if decided is not None and decided.kind == "moved" and cert is not None:
+            moves = (*moves, cert)
+        config = record_config(spec, msg.placement, moves)
+        return None if config is None else config[0]
 
     def _on_offer(self, sender: str, msg: Offer, now: float) -> None:
         item = msg.announce
