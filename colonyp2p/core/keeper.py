@@ -635,8 +635,9 @@ class KeeperRole:
             and rec.certificate is None
             and self.certified(rec, msg.decided, msg.certificate)
         ):
-            # decided here without a proof (a Decide from the holder whose votes did not
-            # all come): a fellow's certificate completes the record, so it can be handed on
+            # decided here without a proof (its own ballot, whose checked votes did not
+            # make a majority): a fellow's certificate completes the record, so that it
+            # can be handed on
             self._save(dataclasses.replace(rec, certificate=msg.certificate), now)
         if msg.decided.kind != "moved":
             self.learn_parent(
