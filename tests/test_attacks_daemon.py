@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +308,20 @@ def test_a_stranger_s_long_names_and_a_hundred_devices_are_all_an_admin_keeps(
 # --- 3: a revoked admin's jump to version 2^63 - 1 -----------------------------------------
 
 
+def _member_transport(
+    identity: Identity, colony_id: str, on_message: Callable[[str, Message], None]
+) -> Transport:
+    """The project's own transport with a member's key, that takes anyone as a member:
+    the attacker speaks the colony protocol as a daemon would, without a core."""
+    return Transport(
+        identity,
+        colony_id,
+        is_member=lambda m: True,
+        on_message=on_message,
+        on_announcement=lambda s, m: None,
+    )
+
+
 def _forged(doc: MembershipSet, signer: Identity, **changes: Any) -> MembershipSet:
     """``doc`` with ``changes``, signed again by ``signer``."""
     unsigned = dataclasses.replace(doc, signer=signer.member_id, signature=b"", **changes)
@@ -342,13 +356,7 @@ async def test_an_admin_s_jump_to_the_last_version_is_refused_and_its_revocation
         if sender == worker.member_id and isinstance(msg, CatchUp):
             asked.append(msg)
 
-    transport = Transport(
-        identity,
-        colony_id,
-        is_member=lambda m: True,
-        on_message=on_message,
-        on_announcement=lambda s, m: None,
-    )
+    transport = _member_transport(identity, colony_id, on_message)
     topic = colony_topic(colony_id)
     async with trio.open_nursery() as nursery:
         await transport.subscribe(topic)
@@ -433,13 +441,7 @@ async def test_a_forged_outcome_sent_to_a_member_that_did_not_submit_is_never_sh
         if isinstance(msg, Query | Status) and msg.pid == pid:
             incoming.send_nowait((sender, msg))
 
-    transport = Transport(
-        identity,
-        colony_id,
-        is_member=lambda m: True,
-        on_message=on_message,
-        on_announcement=lambda s, m: None,
-    )
+    transport = _member_transport(identity, colony_id, on_message)
 
     async def lie_when_asked() -> None:
         async for sender, msg in inbox:
