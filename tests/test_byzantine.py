@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from colonyp2p.core.keeper import KeeperRole
-from colonyp2p.core.messages import Decide
+from colonyp2p.core.messages import Certificate, Decide
 from colonyp2p.core.node import ColonyNode
+from colonyp2p.core.records import KeeperRecord
 from colonyp2p.simulations import scenario as scenarios
 from colonyp2p.simulations.engine import simulate
 
@@ -110,6 +111,10 @@ def test_no_lie_of_a_keeper_is_accepted_by_members_that_never_held_the_record(
         assert counters.get(f"rejected_{code}", 0) > 0, code
 
 
+def _any_proof(self: KeeperRole, rec: KeeperRecord, *_: Any) -> tuple[Certificate, ...]:
+    return rec.moves
+
+
 def _always(*_: Any) -> bool:
     return True
 
@@ -118,7 +123,7 @@ def _always(*_: Any) -> bool:
     ("target", "name", "replacement"),
     [
         (KeeperRole, "_proof_refusal", _open),  # an Install believed without its proof
-        (KeeperRole, "certified", _always),  # a Decide believed on a keeper's word
+        (KeeperRole, "proof", _any_proof),  # a Decide believed on a keeper's word
         (ColonyNode, "believes", _always),  # a Status believed on its sender's word
         (KeeperRole, "_parent_source", _any_parent_source),
     ],

@@ -306,6 +306,7 @@ class KeeperRole:
                         rec.decided,
                         rec.decided_epoch,
                         certificate=rec.certificate,
+                        moves=rec.moves,
                     ),
                 )
             return
@@ -395,6 +396,7 @@ class KeeperRole:
             expired_attempts=rec.expired_attempts,
             inputs=rec.inputs() if rec.parents_known() else None,
             config_version=rec.config_version,
+            moves=rec.moves,
         )
 
     def on_renew(self, sender: str, msg: Renew, now: float) -> None:
@@ -478,15 +480,32 @@ class KeeperRole:
             sign, colony, rec.pid, rec.keepers, rec.config_version, epoch, value
         )
 
-    def certified(self, rec: KeeperRecord, value: Outcome, cert: Certificate | None) -> bool:
-        """Whether ``cert`` proves that ``rec``'s configuration chose ``value``."""
-        return (
-            cert is not None
-            and cert.value == value
-            and cert.keepers == rec.keepers
-            and cert.config_version == rec.config_version
-            and provenance.certificate_ok(rec.spec.colony_id, rec.pid, cert)
-        )
+    def proof(
+        self,
+        rec: KeeperRecord,
+        value: Outcome,
+        cert: Certificate | None,
+        moves: tuple[Certificate, ...] = (),
+    ) -> tuple[Certificate, ...] | None:
+        """The moves to keep with ``cert`` where it proves ``value`` the outcome of
+        ``rec``'s process (None where it does not): chosen in ``rec``'s own
+        configuration (its own moves), or, for a real outcome, in the configuration
+        ``moves`` lead to from its placement. A real outcome is the process's wherever it
+        was chosen: a record this node holds in another configuration (a claimant's
+        ballot addressed the set the record moved to) takes it with that set's moves,
+        and can then hand it on with a proof."""
+        if cert is None or cert.value != value:
+            return None
+        if cert.keepers == rec.keepers and cert.config_version == rec.config_version:
+            chain = rec.moves
+        elif value.kind != "moved" and provenance.record_config(rec.spec, rec.placement, moves) == (
+            cert.keepers,
+            cert.config_version,
+        ):
+            chain = moves
+        else:
+            return None
+        return chain if provenance.certificate_ok(rec.spec.colony_id, rec.pid, cert) else None
 
     def on_decide(self, sender: str, msg: Decide, now: float) -> None:
         rec = self.records.get(msg.pid)
@@ -498,11 +517,15 @@ class KeeperRole:
         # majority of this configuration's keepers signed it (core/provenance.py). Not
         # on anyone's word, a fellow keeper's included: one keeper cannot make the
         # others decide what it likes.
-        if sender != self.node.member_id and not self.certified(rec, msg.value, msg.certificate):
-            # We cannot check the claim ourselves: ask the other keepers, who can.
-            self._ask_peers(rec)
+        chain = self.proof(rec, msg.value, msg.certificate, msg.moves)
+        if chain is None:
+            if sender == self.node.member_id:
+                self.decide(rec, msg.epoch, msg.value, now)  # its own ballot chose it
+            else:
+                # We cannot check the claim ourselves: ask the other keepers, who can.
+                self._ask_peers(rec)
             return
-        self.decide(rec, msg.epoch, msg.value, now, msg.certificate)
+        self.decide(rec, msg.epoch, msg.value, now, msg.certificate, chain)
 
     def decide(
         self,
@@ -511,15 +534,14 @@ class KeeperRole:
         value: Outcome,
         now: float,
         certificate: Certificate | None = None,
+        moves: tuple[Certificate, ...] | None = None,
     ) -> None:
-        """Record the decision, with its certificate: it goes with the record wherever
-        the record is handed (a decision without one gets it from a fellow's Status
-        later). Callers decide only their own ballot's outcome (its certificate made of
-        votes the proposer checked) or one ``certified`` proved: not checked again."""
-        if certificate is not None and (
-            certificate.value != value or certificate.keepers != rec.keepers
-        ):
-            certificate = None
+        """Record the decision, with its certificate and the moves that lead to it (see
+        ``proof``, which callers ran): they go with the record wherever it is handed. A
+        decision without them (its own ballot, whose checked votes did not make a
+        majority) gets them from a fellow's Status later."""
+        if certificate is None or moves is None:
+            certificate, moves = None, rec.moves
         rec = dataclasses.replace(
             rec,
             decided=value,
@@ -528,6 +550,7 @@ class KeeperRole:
             lease_until=0.0,
             ended_at=now,
             certificate=certificate,
+            moves=moves,
         )
         self._save(rec, now)
         held = self._held.get(rec.holder)
@@ -621,24 +644,22 @@ class KeeperRole:
             # where our record went, from a keeper of it or of a set it went to since:
             # their keepers may hand us the newer configuration (_install_refusal)
             self._moved_through.setdefault(msg.pid, set()).update(msg.moved_to)
+        chain = None
+        if rec is not None and (rec.decided is None or rec.certificate is None):
+            chain = self.proof(rec, msg.decided, msg.certificate, msg.moves)
         if (
             rec is not None
             and rec.decided is None
-            and sender in rec.keepers
+            and chain is not None
             and not self.not_our_move(rec, msg.decided, msg.config)
-            and self.certified(rec, msg.decided, msg.certificate)
         ):
-            self.decide(rec, msg.decided_epoch, msg.decided, now, msg.certificate)
-        elif (
-            rec is not None
-            and rec.decided == msg.decided
-            and rec.certificate is None
-            and self.certified(rec, msg.decided, msg.certificate)
-        ):
+            self.decide(rec, msg.decided_epoch, msg.decided, now, msg.certificate, chain)
+        elif rec is not None and rec.decided == msg.decided and chain is not None:
             # decided here without a proof (its own ballot, whose checked votes did not
             # make a majority): a fellow's certificate completes the record, so that it
             # can be handed on
-            self._save(dataclasses.replace(rec, certificate=msg.certificate), now)
+            proven = dataclasses.replace(rec, certificate=msg.certificate, moves=chain)
+            self._save(proven, now)
         if msg.decided.kind != "moved":
             self.learn_parent(
                 msg.pid,

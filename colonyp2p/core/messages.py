@@ -136,6 +136,9 @@ class Promise:
     # back to the same keeper set has the same config tag, and only promises of the
     # newest configuration count together (see Proposer.on_promise)
     config_version: int = 0
+    # the record's certified moves from its placement (core/provenance.py): with the
+    # votes, they make the proposer's certificate a proof anyone can check
+    moves: tuple[Certificate, ...] = ()
 
 
 RefuseReason = Literal["stale_epoch", "leased", "not_ready", "unknown", "decided", "moved"]
@@ -151,6 +154,7 @@ class Refuse:
     decided_epoch: int = 0
     moved_to: tuple[str, ...] = ()
     certificate: Certificate | None = None  # of ``decided``
+    moves: tuple[Certificate, ...] = ()  # from the placement to the certificate's keepers
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,7 @@ class Decide:
     value: Outcome
     config: str = ""
     certificate: Certificate | None = None
+    moves: tuple[Certificate, ...] = ()  # from the placement to the certificate's keepers
 
 
 @dataclass(frozen=True, slots=True)

@@ -690,7 +690,7 @@ class ColonyNode:
         if msg.pid in self.keeper.records:
             self.keeper.on_decide(sender, msg, now)
         self.learned_decision(
-            msg.pid, msg.epoch, msg.value, sender, now, msg.config, msg.certificate
+            msg.pid, msg.epoch, msg.value, sender, now, msg.config, msg.certificate, msg.moves
         )
 
     def learned_decision(
@@ -702,6 +702,7 @@ class ColonyNode:
         now: float,
         config: str = "",
         certificate: Certificate | None = None,
+        moves: tuple[Certificate, ...] = (),
     ) -> None:
         """A decided outcome, learned from ``source``. A real outcome is the process's, in
         whichever keeper set it was chosen; a move applies only to the set it moved from.
@@ -713,10 +714,13 @@ class ColonyNode:
         if (
             rec is not None
             and rec.decided is None
-            and (source == self.member_id or self.keeper.certified(rec, value, certificate))
             and not self.keeper.not_our_move(rec, value, config)
         ):
-            self.keeper.decide(rec, epoch, value, now, certificate)
+            chain = self.keeper.proof(rec, value, certificate, moves)
+            if chain is not None:
+                self.keeper.decide(rec, epoch, value, now, certificate, chain)
+            elif source == self.member_id:
+                self.keeper.decide(rec, epoch, value, now)  # its own ballot chose it
         if entitled:
             self.executor.forget(pid)
         if value.kind == "moved":
@@ -727,7 +731,7 @@ class ColonyNode:
         rec = self.keeper.records.get(pid)
         if rec is not None and rec.decided is not None:
             self.report_result(pid, rec.decided_epoch, rec.decided)
-        elif source == self.member_id or self.proven(pid, value, (), certificate):
+        elif source == self.member_id or self.proven(pid, value, moves, certificate):
             # its own ballot, or a certificate from the keepers it placed the spec at: the
             # holder's Decide to the submitter needs no round trip to the keepers
             self.report_result(pid, epoch, value)

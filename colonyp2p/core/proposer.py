@@ -52,6 +52,9 @@ class Ballot:
     accepts: set[str] = field(default_factory=set)
     # keeper -> its vote (signature) on ``value``, checked as it came: the certificate
     votes: dict[str, bytes] = field(default_factory=dict)
+    # the certified moves from the spec's placement to the configuration of ``version``
+    # (from the promises): they prove the certificate's keepers to anyone
+    moves: tuple[Certificate, ...] = ()
     nacks: set[str] = field(default_factory=set)
     value: Outcome | None = None
     sent_at: float = 0.0
@@ -160,6 +163,7 @@ class Proposer:
             for keeper in stale:
                 self.node.send(keeper, Release(msg.pid, msg.epoch))
         b.promises[sender] = msg
+        b.moves = msg.moves  # the keepers' chain to the configuration they promise in
         if len(b.promises) >= b.needed:
             self._promised(b, now)
 
@@ -213,7 +217,13 @@ class Proposer:
         node = self.node
         if msg.reason == "decided" and msg.decided is not None:
             node.learned_decision(
-                msg.pid, msg.decided_epoch, msg.decided, sender, now, certificate=msg.certificate
+                msg.pid,
+                msg.decided_epoch,
+                msg.decided,
+                sender,
+                now,
+                certificate=msg.certificate,
+                moves=msg.moves,
             )
             self._finish(b, release=True)
             return
@@ -373,7 +383,7 @@ class Proposer:
         node = self.node
         cert = self._certificate(b)
         decide_config = config_tag(b.keepers)
-        decide = Decide(b.pid, b.epoch, b.value, decide_config, cert)
+        decide = Decide(b.pid, b.epoch, b.value, decide_config, cert, b.moves)
         for keeper in b.keepers:
             node.send(keeper, decide)
         submitter = b.spec.submitter
@@ -384,7 +394,14 @@ class Proposer:
         )
         self._finish(b, release=False)
         node.learned_decision(
-            b.pid, b.epoch, b.value, node.member_id, now, decide_config, certificate=cert
+            b.pid,
+            b.epoch,
+            b.value,
+            node.member_id,
+            now,
+            decide_config,
+            certificate=cert,
+            moves=b.moves,
         )
 
     # --- timeouts and the end of a ballot --------------------------------------------
