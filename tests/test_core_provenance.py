@@ -380,3 +380,22 @@ def test_a_member_that_did_not_submit_learns_where_a_record_is_only_from_a_proof
     )
     node.on_message(C.member_id, answer, 3.0)
     assert node.keepers_of(spec.pid) == NEW
+
+
+def test_an_outcome_chosen_where_the_record_moved_is_kept_with_the_moves_that_prove_it() -> None:
+    """A keeper that missed its record's move still learns the outcome chosen by the set
+    it moved to, and keeps the moves with the certificate: it can hand the record on
+    (churn-small seed 34 refused 1,773 such hand-offs before)."""
+    spec = _spec(b"elsewhere")
+    node = _kept_by_a(spec)  # at OLD: the move to NEW never reached it
+    moved = (_cert(spec, MOVE, (B, C)),)
+    there = _cert(spec, REAL, (D, E), NEW)
+    node.on_message(D.member_id, Decide(spec.pid, 3, REAL, "", there), 2.0)
+    rec = node.record(spec.pid)
+    assert rec is not None and rec.decided is None  # no proof of NEW: not believed
+    node.on_message(D.member_id, Decide(spec.pid, 3, REAL, "", there, moved), 2.5)
+    rec = node.record(spec.pid)
+    assert rec is not None and rec.decided == REAL
+    assert rec.certificate == there and rec.moves == moved
+    handed = rec.transfer((A.member_id, B.member_id, E.member_id), 2, rec.promised)
+    assert rejects(_node(E).on_message(A.member_id, Install(handed), 3.0)) == []
