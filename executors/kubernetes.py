@@ -760,6 +760,11 @@ class KubernetesExecutor:
                     await self._stream(core, run, run.pod.name, log)
                     await self._refresh_pod(core, run, log)
                     if run.pod.finished:
+                        # The stream may have broken before the container ended, and the
+                        # pod finished meanwhile: what it missed is read once (the cursor
+                        # skips what was seen). Without this a busy machine lost the end
+                        # of a log (test_a_broken_log_stream_is_resumed_without_repeats).
+                        await self._read_rest(core, run, log)
                         run.logs_complete = True
                         return
                 elif run.pod.finished:
