@@ -387,7 +387,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         for r in runs:
             if r["violation"] is not None or r["lost"] or not r["terminal"]:
-                out.append(f"- seed {r['seed']}: lost {r['lost']}; {r['violation']}")
+                what = r["violation"] or "not every process ended by the end of the run"
+                out.append(f"- seed {r['seed']}: lost {r['lost']}; {what}")
         out.append("")
     return "\n".join(out)
 
