@@ -17,7 +17,7 @@ it moved: one member's valid key is not enough to forge either (docs/PROTOCOL.md
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import cbor2
 
@@ -49,9 +49,8 @@ def vote_bytes(
 ) -> bytes:
     """What a keeper signs when it accepts ``value``: the configuration is in it, so a
     vote counts only for the keeper set (and version) it was given in."""
-    data = ["colonyp2p/vote/1", colony_id, pid, list(keepers), config_version, epoch]
-    data.append(codec.to_data(value))
-    return bytes(cbor2.dumps(data, canonical=True))
+    what = [epoch, codec.to_data(value)]
+    return _signed("colonyp2p/vote/1", colony_id, pid, keepers, config_version, what)
 
 
 def placement_bytes(
@@ -61,8 +60,21 @@ def placement_bytes(
     config_version: int,
     parents: tuple[ParentRef, ...],
 ) -> bytes:
-    parent_data = [[ref.pid, list(ref.keepers)] for ref in parents]
-    data = ["colonyp2p/placement/1", colony_id, pid, list(keepers), config_version, parent_data]
+    what = [[[ref.pid, list(ref.keepers)] for ref in parents]]
+    return _signed("colonyp2p/placement/1", colony_id, pid, keepers, config_version, what)
+
+
+def _signed(
+    kind: str,
+    colony_id: str,
+    pid: str,
+    keepers: tuple[str, ...],
+    config_version: int,
+    what: Sequence[object],
+) -> bytes:
+    """Canonical CBOR of a configuration of one process and what is said of it, under a
+    tag naming the kind (a vote's signature is never a placement's)."""
+    data = [kind, colony_id, pid, list(keepers), config_version, *what]
     return bytes(cbor2.dumps(data, canonical=True))
 
 
