@@ -928,7 +928,7 @@ class Daemon:
                         continue
                     decided = status.decided
                     real = decided is not None and decided.kind != "moved"
-                    if real and not node.believes(sender, status):
+                    if real and not node.believes(status):
                         continue  # an outcome without its proof: the sender's word
                     if best is None or _rank(status) > _rank(best):
                         best = status

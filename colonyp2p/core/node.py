@@ -303,7 +303,7 @@ class ColonyNode:
         config = follow(colony, pid, root[0], root[1], moves)
         return config is not None and decision_ok(colony, pid, config, certificate, value)
 
-    def believes(self, sender: str, msg: Status) -> bool:
+    def believes(self, msg: Status) -> bool:
         """Whether the outcome ``msg`` reports (it has one) may be shown as the process's:
         only with its certificate, proven from the placement this node made (its own
         submission) or the one the Status brought (``Query(proof=True)``). A member that
@@ -658,7 +658,7 @@ class ColonyNode:
             rec = self.keeper.records.get(msg.pid)
             if rec is not None and rec.decided is not None:
                 self.report_result(msg.pid, rec.decided_epoch, rec.decided)
-            elif self.believes(sender, msg):
+            elif self.believes(msg):
                 self.report_result(msg.pid, msg.decided_epoch, msg.decided)
 
     def _proven_keepers(self, msg: Status) -> tuple[str, ...] | None:
