@@ -1,9 +1,9 @@
 """Repair under churn (issue "The protocol under heavy churn"), each found by the
-simulator's churn-harsh scenario: a fellow keeper holding an older configuration of
-the same keeper set gets the newer one; a fellow that refuses a keeper's ballot as
-"unknown" gets the record at once; and while one of a record's keepers is revoked,
-executors' claims wait, so that they do not duel with the ballot that moves the record
-to current members."""
+simulator's churn scenarios: a fellow keeper holding an older configuration of the same
+keeper set, or of another set it was in, gets the newer one; a fellow that refuses a
+keeper's ballot as "unknown" gets the record at once; and while one of a record's
+keepers is revoked, executors' claims wait, so that they do not duel with the ballot
+that moves the record to current members."""
 
 from __future__ import annotations
 
@@ -59,6 +59,25 @@ def test_a_fellow_with_an_older_configuration_of_the_same_keepers_gets_ours() ->
     # a fellow of the same configuration is a replica: nothing to send
     same = dataclasses.replace(older, config_version=7)
     assert not _sent(node.on_message(B.member_id, same, 2.0), Install)
+
+
+def test_a_fellow_with_an_older_configuration_of_another_keeper_set_gets_ours() -> None:
+    # A was a keeper of the record in an earlier set (with C and D) and missed the moves
+    # that brought it here: it answers about that set's record. Left out, it never
+    # promised in ours, and with two of five keepers revoked the three left were never
+    # a majority again (churn-small seed 82).
+    node, spec = _keeper(version=7)
+    earlier = (A.member_id, C.member_id, D.member_id)
+    older = Status(
+        spec.pid, True, "waiting", 4, config=config_tag(earlier), keepers=earlier, config_version=2
+    )
+    ((to, install),) = _sent(node.on_message(A.member_id, older, 2.0), Install)
+    assert to == A.member_id and install.transfer.config_version == 7
+    # an answer about another set's record from a member that is no keeper of ours gets
+    # nothing, and neither does one about a newer configuration
+    assert not _sent(node.on_message(C.member_id, older, 2.0), Install)
+    newer = dataclasses.replace(older, config_version=9)
+    assert not _sent(node.on_message(A.member_id, newer, 2.0), Install)
 
 
 def test_a_fellow_refusing_a_keeper_s_ballot_as_unknown_gets_the_record_at_once() -> None:

@@ -622,14 +622,17 @@ class KeeperRole:
         if not msg.known:
             self.repair(sender, rec)
             return
-        if rec is not None and sender in rec.keepers and not self.foreign(rec, msg.config):
+        if rec is not None and sender in rec.keepers:
             behind = msg.decided is None or msg.decided.kind == "moved"
             if behind and msg.config_version < rec.config_version:
-                # A fellow of the same keeper set holds an older configuration (the record
-                # moved away and back while it was down or cut off): it waits, superseded,
-                # for a decision that needs its promise in ours. Give it ours.
+                # A fellow keeper holds an older configuration, of this keeper set (the
+                # record moved away and back while it was down or cut off) or of another
+                # it was in (it missed the moves that brought the record here): it waits,
+                # superseded, for a decision that needs its promise in ours. Give it ours.
+                # (Skipping other sets' answers left such a fellow out for good: with two
+                # of five keepers revoked, the three left were never a majority again.)
                 self.repair(sender, rec)
-            else:
+            elif not self.foreign(rec, msg.config):
                 self._replicas_known.setdefault(msg.pid, set()).add(sender)
         if msg.decided is None:
             return
