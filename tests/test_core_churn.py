@@ -103,3 +103,22 @@ def test_claims_wait_while_a_keeper_is_revoked() -> None:
     claim = other.on_message(C.member_id, Prepare(spec2.pid, 1, "claim", TAG), 2.0)
     assert _sent(claim, Promise)
     assert not _sent(claim, Query)
+
+
+def test_a_keeper_s_ballot_cut_off_by_another_s_is_retried_once_then_waits() -> None:
+    # Keepers whose ballots cut each other off used to start the next at once, for ever
+    # (the fault harness: ten daemons' keepers at epoch 48 of one process, none deciding).
+    node, spec = _keeper()
+    rec = node.record(spec.pid)
+    assert rec is not None
+    epoch = rec.promised + 1
+    node.proposer.begin(spec, KEEPERS, epoch, "fail", reason="test")
+    node.on_message(A.member_id, Refuse(spec.pid, epoch, "stale_epoch", promised=5), 2.0)
+    effects = node.on_message(B.member_id, Refuse(spec.pid, epoch, "stale_epoch", promised=5), 2.0)
+    # a majority refused: one retry, at once, above the epoch they promised
+    assert {p.epoch for _, p in _sent(effects, Prepare)} == {6}
+    node.on_message(A.member_id, Refuse(spec.pid, 6, "stale_epoch", promised=9), 2.1)
+    effects = node.on_message(B.member_id, Refuse(spec.pid, 6, "stale_epoch", promised=9), 2.1)
+    # cut off again: no third ballot now; the keeper's next turn comes a lease later
+    assert not _sent(effects, Prepare)
+    assert not node.proposer.busy(spec.pid)

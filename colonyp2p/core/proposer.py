@@ -33,6 +33,14 @@ if TYPE_CHECKING:
     from colonyp2p.core.node import ColonyNode
 
 MAX_RESENDS = 4
+# A keeper's own ballot (recover, move, fail) refused for a stale epoch is tried again at
+# once, at the epoch the refusals name, this many times in a row; then the keeper waits
+# for its next turn (KeeperRole._turn, a lease later). One retry covers a keeper that
+# missed some epochs. Without a bound, keepers whose ballots cut each other off (each
+# one's Prepare making the others' Accepts stale) started the next at once, for ever:
+# the fault harness found ten daemons' keepers at epoch 48 of one process, every one of
+# them re-proposing the same accepted value, none deciding it (bench/results/FAULTS.md).
+KEEPER_RETRIES = 1
 # A request unanswered is resent after request_timeout, then twice, four times as long
 # (at most): keepers that answer late are busy, and resending at a fixed pace to a
 # colony that has fallen behind only adds to what it has to get through.
@@ -79,6 +87,8 @@ class Ballot:
     # without it; its ballot (a move computed from a stale membership, say) is not for
     # the newer record, so it is dropped.
     expect: int | None = None
+    # ballots this node started in a row for the process after stale-epoch refusals
+    retries: int = 0
 
     @property
     def needed(self) -> int:
@@ -107,13 +117,16 @@ class Proposer:
         reason: str = "",
         version: int | None = None,
         move_version: int | None = None,
+        retries: int = 0,
     ) -> bool:
         """``version``: a keeper's ballot on its own record of that membership version
-        (see Ballot.expect)."""
+        (see Ballot.expect); ``retries``: see KEEPER_RETRIES."""
         pid = spec.pid
         if pid in self.ballots:
             return False
-        b = Ballot(spec, pid, epoch, purpose, keepers, move_to=move_to, reason=reason)
+        b = Ballot(
+            spec, pid, epoch, purpose, keepers, move_to=move_to, reason=reason, retries=retries
+        )
         b.move_version = self.node.ring.version if move_version is None else move_version
         b.expect = version
         self.ballots[pid] = b
@@ -271,7 +284,7 @@ class Proposer:
             if reasons == {"stale_epoch"} or reasons == {"stale_epoch", "unknown"}:
                 if b.purpose == "claim":
                     node.executor.retry_claim(b.spec, b.keepers, retry_epoch, now)
-                elif b.resends < MAX_RESENDS:
+                elif b.retries < KEEPER_RETRIES:
                     self.begin(
                         b.spec,
                         b.keepers,
@@ -281,6 +294,7 @@ class Proposer:
                         move_version=b.move_version,
                         reason=b.reason,
                         version=b.expect,
+                        retries=b.retries + 1,
                     )
             elif b.purpose == "claim":
                 node.executor.claim_refused(b.pid, now)
