@@ -129,7 +129,9 @@ class Checker:
                     at,
                 )
             for parent in self.submitted.get(pid, ()):
-                got = self.terminal.get(parent)
+                # chosen is enough: a parent's certificate (a majority's votes) may reach
+                # the child's keepers before any of the parent's keepers has the Decide
+                got = self._done(parent)
                 if got is None or got.kind != "successful":
                     raise Violation(
                         "workflow_order",
