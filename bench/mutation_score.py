@@ -1,7 +1,9 @@
 """Mutation score of the protocol's pure code: mutmut over the codec, the wire format,
-the client and the keeper's authorization and durability paths, and the membership and
-signed-record models, each tested by the fast unit and property tests only (not the
-daemon tests: this is not part of the ten-minute test command).
+the client, the keeper's authorization and durability paths, the record's provenance,
+the proposer, the executor role, the node's promises (what it believes and shows, a
+submission, a lost peer), and the membership and signed-record models, each tested by
+the fast unit and property tests only (not the daemon tests: this is not part of the
+ten-minute test command).
 
     .venv/bin/python bench/mutation_score.py                  # every target
     .venv/bin/python bench/mutation_score.py --only codec --only wire
@@ -17,10 +19,11 @@ mutmut 3 copies the mutated package to `mutants/` and puts it first on `sys.path
 target lives under `colonyp2p/` (the folders that setuptools maps into the package, such
 as `node/`, are not targets). Each mutant runs in a process forked from mutmut's fork
 server (`process_isolation = "forkserver"`), which has either collected the tests
-(`forkserver_warmup = "collect"`: client, keeper, wire) or imported only third-party
-modules (`"import"`, PRELOAD: codec, membership, signed, whose results the project
-caches at import; see the comment at PRELOAD). Targets of the two kinds run as two mutmut
-runs at once, each in its own copy (`repo-collect`, `repo-import`).
+(`forkserver_warmup = "collect"`: client, keeper, provenance, proposer, executor, node,
+wire) or imported only third-party modules (`"import"`, PRELOAD: codec, membership,
+signed, whose results the project caches at import; see the comment at PRELOAD).
+Targets of the two kinds run as two mutmut runs at once, each in its own copy
+(`repo-collect`, `repo-import`).
 
 Per target the script prints killed, survived, timeouts, mutants no selected test
 reaches, and the score: (killed + timeout) / (every mutant checked), mutants no test
@@ -102,6 +105,16 @@ CORE_TESTS = (
 # a minute a survivor on two shared cores: `--verify COPY --with tests/test_core_properties.py`
 # reruns those survivors against them
 HANDLER_TESTS = tuple(t for t in CORE_TESTS if t != "tests/test_core_properties.py")
+# the rest of the core (proposer, executor, node, provenance) and the keeper since
+# 2026-12-08: the handlers' tests, the signed provenance (placements, votes,
+# certificates, move chains), the keeper's churn, and the simulator's Byzantine members
+# (about 5 s: their lies meet the core's refusals, and a refusal taken away is caught)
+ROLE_TESTS = (
+    *HANDLER_TESTS,
+    "tests/test_core_churn.py",
+    "tests/test_core_provenance.py",
+    "tests/test_byzantine.py",
+)
 # plus the tests written to kill this script's survivors (tests/test_mutants_<area>.py)
 MUTANT_TESTS_GLOB = "test_mutants_*.py"
 # What mutmut's fork server loads before it forks a worker per mutant (`forkserver_warmup`):
@@ -161,14 +174,43 @@ KEEPER_FUNCTIONS = (
     "on_store",
     "on_install",
 )
+# node.py is large (its whole module: dispatch, timers, membership adoption): the
+# functions that hold its promises, who is believed and what is shown as a result
+# (`spec_ok`, `spec_valid`, `proven`, `believes`, `_proven_keepers`, `_on_status`,
+# `learned_decision`, `report_result`), a submission's placement, persisted before it is
+# sent (`_submit`), and a lost peer's leases (`on_peer_lost`)
+NODE_FUNCTIONS = (
+    "spec_ok",
+    "spec_valid",
+    "report_result",
+    "proven",
+    "believes",
+    "_proven_keepers",
+    "_on_status",
+    "learned_decision",
+    "_submit",
+    "on_peer_lost",
+)
 TARGETS = (
     Target("client", "colonyp2p/core/client.py", HANDLER_TESTS, "collect"),
     Target(
         "keeper",
         "colonyp2p/core/keeper.py",
-        HANDLER_TESTS,
+        ROLE_TESTS,
         "collect",
         tuple(f"xǁKeeperRoleǁ{f}" for f in KEEPER_FUNCTIONS),
+    ),
+    # no module runs these at import ("collect"): the tests build nodes at import
+    # (test_core_authorization's _RING) but call none of the node functions mutated
+    Target("provenance", "colonyp2p/core/provenance.py", ROLE_TESTS, "collect"),
+    Target("proposer", "colonyp2p/core/proposer.py", ROLE_TESTS, "collect"),
+    Target("executor", "colonyp2p/core/executor.py", ROLE_TESTS, "collect"),
+    Target(
+        "node",
+        "colonyp2p/core/node.py",
+        ROLE_TESTS,
+        "collect",
+        tuple(f"xǁColonyNodeǁ{f}" for f in NODE_FUNCTIONS),
     ),
     Target("wire", "colonyp2p/wire.py", ("tests/test_wire.py", "tests/test_codec.py"), "collect"),
     Target("signed", "colonyp2p/model/signed.py", MODEL_TESTS, "import"),

@@ -945,10 +945,13 @@ class KeeperRole:
         superseded = rec is not None and rec.config_version < t.config_version
         if rec is None or (superseded and (rec.decided is None or rec.decided.kind == "moved")):
             self._superseded.discard(pid)
-            if rec is None and t.decided is None and t.parent_outcomes:
+            if t.decided is None and t.parent_outcomes:
                 # the parents' outcomes are the sender's word (nothing certifies them
-                # here): this node asks the parents' keepers, as its placement names them
-                t = dataclasses.replace(t, parent_outcomes=())
+                # here): this node keeps those it learned itself, with the parents'
+                # certificates, in the record this one replaces, and asks the parents'
+                # keepers for the rest, as its placement names them
+                known = rec.parent_outcomes if rec is not None else ()
+                t = dataclasses.replace(t, parent_outcomes=known)
             rec = KeeperRecord.from_transfer(t, now)
             self._save(rec, now)
             self.node.observe("installed", pid, {"keepers": t.keepers})
