@@ -390,10 +390,11 @@ def test_where_a_record_is_is_learned_from_a_proof_that_ends_with_the_move_repor
     assert node.keepers_of(PID) == NEW
 
 
-def test_where_a_decided_record_is_is_learned_from_its_moves() -> None:
-    move = _move(OLD, 1, NEW, 2)
-    node = _node(D)
-    said = Status(
+def _decided_after_a_move(moved_from: int, version: int) -> Status:
+    """REAL decided at NEW (``version``), moved there from OLD at ``moved_from``, with
+    the submitter's placement at OLD, version 1."""
+    move = _move(OLD, moved_from, NEW, version)
+    return Status(
         PID,
         True,
         "successful",
@@ -401,12 +402,17 @@ def test_where_a_decided_record_is_is_learned_from_its_moves() -> None:
         REAL,
         3,
         keepers=NEW,
-        config_version=2,
-        moves=(_certified(OLD, 1, move, A, B),),
-        certificate=certificate(COLONY, PID, NEW, 2, 3, REAL, D, E),
+        config_version=version,
+        moves=(_certified(OLD, moved_from, move, A, B),),
+        certificate=certificate(COLONY, PID, NEW, version, 3, REAL, D, E),
         placement=PLACED,
         spec=SPEC,
     )
+
+
+def test_where_a_decided_record_is_is_learned_from_its_moves() -> None:
+    node = _node(D)
+    said = _decided_after_a_move(1, 2)
     node.on_message(E.member_id, said, 2.0)
     assert node.keepers_of(PID) == NEW
 
@@ -435,21 +441,7 @@ def test_another_process_s_spec_and_placement_prove_nothing_about_this_one() -> 
 def test_a_move_counts_only_from_the_version_the_submitter_placed_the_record_at() -> None:
     # a move of OLD at version 2 (the record came back to OLD later, say) does not
     # follow from the placement at OLD, version 1
-    move = _move(OLD, 2, NEW, 3)
-    said = Status(
-        PID,
-        True,
-        "successful",
-        3,
-        REAL,
-        3,
-        keepers=NEW,
-        config_version=3,
-        moves=(_certified(OLD, 2, move, A, B),),
-        certificate=certificate(COLONY, PID, NEW, 3, 3, REAL, D, E),
-        placement=PLACED,
-        spec=SPEC,
-    )
+    said = _decided_after_a_move(2, 3)
     node = _node(B)
     assert not node.believes(said)
     assert _results(node.on_message(E.member_id, said, 2.0)) == []

@@ -197,23 +197,31 @@ def run(opts: Options, workdir: Path, history_path: Path) -> Outcome:
         }
         pending = set(acked)
         lines = {n: ApiLine(node) for n, node in nodes.items()}
+
+        def final(pid: str, *, ended_only: bool) -> bool:
+            """Record how ``pid`` stands, asked where it was submitted (where ended, if
+            ``ended_only``); whether it was recorded."""
+            view = lines[submitter[pid]].call("process", pid)
+            if ended_only and view["state"] not in ENDED:
+                return False
+            history.add(
+                "final",
+                pid=pid,
+                state=view["state"],
+                executor=view["executor"],
+                node=submitter[pid],
+            )
+            return True
+
         try:
             while time.monotonic() - t_drain < opts.drain:
                 injector.watch()
                 logs.poll()
                 pending -= logs.decided()
                 if len(pending) <= 100:
-                    for pid in sorted(pending):  # asked where it was submitted
+                    for pid in sorted(pending):
                         with suppress(Exception):
-                            view = lines[submitter[pid]].call("process", pid)
-                            if view["state"] in ENDED:
-                                history.add(
-                                    "final",
-                                    pid=pid,
-                                    state=view["state"],
-                                    executor=view["executor"],
-                                    node=submitter[pid],
-                                )
+                            if final(pid, ended_only=True):
                                 pending.discard(pid)
                 if not pending:
                     break
@@ -226,14 +234,7 @@ def run(opts: Options, workdir: Path, history_path: Path) -> Outcome:
                 if time.monotonic() > asked_until:
                     break
                 with suppress(Exception):
-                    view = lines[submitter[pid]].call("process", pid)
-                    history.add(
-                        "final",
-                        pid=pid,
-                        state=view["state"],
-                        executor=view["executor"],
-                        node=submitter[pid],
-                    )
+                    final(pid, ended_only=False)
         finally:
             for line in lines.values():
                 line.close()
